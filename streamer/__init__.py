@@ -1,0 +1,23 @@
+"""stemstream's model side: Roformer models, MSST configs and checkpoints, offline separation."""
+from .build import build_model
+from .checkpoint import load_checkpoint, read_state_dict
+from .config import Config, load_config
+from .demix import demix, demix_tta
+from .errors import AudioError, CheckpointError, ConfigError, StemstreamError
+from .roformer import BSRoformer, MelBandRoformer
+
+__all__ = [
+    "AudioError",
+    "BSRoformer",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "MelBandRoformer",
+    "StemstreamError",
+    "build_model",
+    "demix",
+    "demix_tta",
+    "load_checkpoint",
+    "load_config",
+    "read_state_dict",
+]
