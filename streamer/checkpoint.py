@@ -49,9 +49,10 @@ def _load_torch(path: str, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "weights_only" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w. ]+)", text)
-            what = f" (it contains {found.group(1).strip()})" if found else ""
+        # "Unsupported global" = a well-formed pickle holding objects beyond tensors and containers
+        if "Unsupported global" in text or "can still be loaded" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" (it contains {found.group(1)})" if found else ""
             raise CheckpointError(
                 f"{path}: refused to unpickle objects other than tensors{what}; {TRUST_HINT}"
             ) from None
@@ -119,7 +120,7 @@ def describe_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         first = sd["mask_estimators.0.to_freqs.0.0.0.weight"]
         if len(lins) > 1 and "dim" in info:
             info["mlp_expansion_factor"] = first.shape[0] // info["dim"]
-    qkv = next((k for k in sd if re.search(r"layers\.0\.layers\.0\.0\.to_gates\.weight$", k)), None)
+    qkv = next((k for k in sd if re.match(r"layers\.0\.\d+\.layers\.0\.0\.to_gates\.weight$", k)), None)
     if qkv:
         info["heads"] = sd[qkv].shape[0]
         qkv_w = sd[qkv.replace("to_gates", "to_qkv")]
@@ -136,23 +137,19 @@ def _hints(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> list[str]:
     if have.get("mel") != want.get("mel") and (have.get("mel") or have.get("bs")):
         kind = "mel_band_roformer" if have.get("mel") else "bs_roformer"
         hints.append(f"the checkpoint is a {kind} (set training.model_type: {kind})")
-    labels = [
-        ("depth", "layers", "depth"),
-        ("dim", "dim", "dim"),
-        ("heads", "heads", "heads"),
-        ("dim_head", "dim_head", "dim_head"),
-        ("num_stems", "stems", "num_stems"),
-        ("num_bands", "bands", "num_bands / freqs_per_bands"),
-        ("mask_linears", "mask MLP linears", "mask_estimator_depth"),
-        ("mlp_expansion_factor", "mask MLP expansion", "mlp_expansion_factor"),
-    ]
-    for key, what, cfg_key in labels:
+    if have.get("depth") is not None and want.get("depth") is not None and have["depth"] != want["depth"]:
+        hints.append(f"checkpoint has {have['depth']} layers, config says depth {want['depth']}")
+    for key, cfg_key in (("dim", "dim"), ("heads", "heads"), ("dim_head", "dim_head"),
+                         ("num_stems", "num_stems"), ("num_bands", "num_bands / freqs_per_bands"),
+                         ("mlp_expansion_factor", "mlp_expansion_factor")):
         a, b = have.get(key), want.get(key)
         if a is not None and b is not None and a != b:
-            extra = ""
-            if key == "mask_linears":
-                extra = f" (= mask_estimator_depth {a - 1 if want.get('mel') else a})"
-            hints.append(f"checkpoint has {a} {what}, config says {cfg_key} {b}{extra}")
+            hints.append(f"checkpoint has {key} {a}, config says {cfg_key} {b}")
+    if have.get("mask_linears") and want.get("mask_linears") and have["mask_linears"] != want["mask_linears"]:
+        # Mel MLPs have mask_estimator_depth + 1 Linear layers, BS MLPs mask_estimator_depth
+        have_depth = have["mask_linears"] - (1 if have.get("mel") else 0)
+        want_depth = want["mask_linears"] - (1 if want.get("mel") else 0)
+        hints.append(f"checkpoint has mask_estimator_depth {have_depth}, config says {want_depth}")
     if have.get("linear") != want.get("linear"):
         hints.append(
             "checkpoint " + ("has" if have.get("linear") else "has no")
@@ -173,15 +170,57 @@ def _hints(model: torch.nn.Module, sd: Mapping[str, torch.Tensor]) -> list[str]:
 
 
 def _summarise(keys: list[str], limit: int = 6) -> str:
-    """A few keys, then a count, with layer/band indices folded so hundreds of keys stay readable."""
-    folded: dict[str, int] = {}
-    for k in keys:
-        pattern = re.sub(r"\.\d+\.", ".*.", k)
-        pattern = re.sub(r"\.\d+\.", ".*.", pattern)
-        folded[pattern] = folded.get(pattern, 0) + 1
-    items = [f"{p} (x{n})" if n > 1 else p for p, n in folded.items()]
-    more = f", ... ({len(items) - limit} more patterns)" if len(items) > limit else ""
+    """Keys folded at their first index, e.g. ``layers.{6..11}.* (132 keys)``, so hundreds stay readable."""
+    groups: dict[str, tuple[set[int], int]] = {}
+    for key in keys:
+        parts = key.split(".")
+        i = next((j for j, part in enumerate(parts) if part.isdigit()), None)
+        if i is None:
+            groups.setdefault(key, (set(), 0))
+            groups[key] = (groups[key][0], groups[key][1] + 1)
+            continue
+        prefix = ".".join(parts[:i])
+        nums, count = groups.get(prefix, (set(), 0))
+        nums.add(int(parts[i]))
+        groups[prefix] = (nums, count + 1)
+    items = []
+    for prefix, (nums, count) in groups.items():
+        if not nums:
+            items.append(prefix)
+            continue
+        lo, hi = min(nums), max(nums)
+        if len(nums) == 1:
+            idx = str(lo)
+        elif len(nums) == hi - lo + 1:
+            idx = f"{{{lo}..{hi}}}"
+        else:
+            idx = "{" + ",".join(map(str, sorted(nums)[:6])) + (",..." if len(nums) > 6 else "") + "}"
+        items.append(f"{prefix}.{idx}.* ({count} keys)")
+    more = f", ... and {len(items) - limit} more groups" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def fill_shared_keys(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add keys of tensors the model shares (rotary ``freqs``) that a de-duplicating saver left out.
+
+    safetensors' ``save_model`` stores one copy of tensors that share memory; the Roformers share one
+    rotary-frequency tensor between all time (and all freq) attentions.
+    """
+    expected = model.state_dict()
+    by_storage: dict[tuple, list[str]] = {}
+    for key, tensor in expected.items():
+        by_storage.setdefault((id(tensor.untyped_storage()), tensor.storage_offset()), []).append(key)
+    filled = dict(sd)
+    for keys in by_storage.values():
+        present = [k for k in keys if k in sd]
+        if present and len(present) < len(keys):
+            for k in keys:
+                # only where the owning attention is otherwise in the checkpoint: a layer the
+                # checkpoint lacks entirely must still be reported as missing
+                owner = k.rsplit(".", 2)[0] + "."
+                if k not in filled and any(o.startswith(owner) for o in sd):
+                    filled[k] = sd[present[0]]
+    return filled
 
 
 def check_compatible(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], where: str = "checkpoint") -> None:
@@ -211,7 +250,7 @@ def check_compatible(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], whe
 
 def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, trust: bool = False) -> torch.nn.Module:
     """Load a checkpoint into ``model`` strictly (fp16/bf16 values are converted to the model's dtype)."""
-    sd = read_state_dict(path, trust=trust)
+    sd = fill_shared_keys(model, read_state_dict(path, trust=trust))
     check_compatible(model, sd, where=os.fspath(path))
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:

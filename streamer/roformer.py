@@ -159,7 +159,8 @@ class _RoformerBase(nn.Module):
 
     # ------------------------------------------------------------------ packing
     def _pack_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self._band_parameters())
+        # inference tensors (a model built under inference_mode) carry no version counter
+        return tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in self._band_parameters())
 
     def _band_parameters(self):
         yield from self.band_split.parameters()

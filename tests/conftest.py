@@ -1,0 +1,54 @@
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "reference"
+MSST_CONFIGS = SHARED / "msst-configs"
+SHAPES_JSON = SHARED / "state-dict-shapes.json"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_BS = {
+    "dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "stereo": True, "num_stems": 1,
+    "time_transformer_depth": 1, "freq_transformer_depth": 1, "stft_hop_length": 441,
+}
+
+
+def write_yaml(path, model_type="bs_roformer", model=None, stems=("vocals", "other"), target="vocals",
+               chunk_size=22050, num_overlap=2, batch_size=1, extra_model=None):
+    import yaml
+
+    model = dict(TINY_BS if model is None else model)
+    if extra_model:
+        model.update(extra_model)
+    data = {
+        "audio": {"chunk_size": chunk_size, "sample_rate": 44100, "num_channels": 2},
+        "model": model,
+        "training": {"instruments": list(stems), "target_instrument": target, "model_type": model_type},
+        "inference": {"batch_size": batch_size, "num_overlap": num_overlap},
+    }
+    path = pathlib.Path(path)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    return write_yaml(tmp_path / "tiny.yaml")
+
+
+def randomize(model, seed=0, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
