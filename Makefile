@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) examples/bench_cpu_chunks.py
+	$(VENV)/bin/stemstream bench-model --config ../shared/reference/msst-configs/config_vocals_bs_roformer.yaml \
+		--config ../shared/reference/msst-configs/config_vocals_mel_band_roformer.yaml --seconds 0.5 1 2 2.98
 
 clean:
 	rm -rf $(VENV) out
