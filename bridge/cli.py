@@ -10,8 +10,9 @@ import traceback
 
 import numpy as np
 
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "demo", "tiny_bs_roformer_4stem.yaml")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "tiny_bs_roformer_4stem.yaml")
+BENCH_CONFIG = os.path.join(REPO_ROOT, "configs", "models", "bs_roformer_64x2_4stem.yaml")
 
 log = logging.getLogger("stemstream")
 
@@ -84,6 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     bench.add_argument("--device", default="cpu")
+
+    sb = sub.add_parser(
+        "bench", help="stream audio through the engine at real-time pace and report latency, speed and misses",
+        description="Feeds a generated clip at real-time pace through a simulated audio callback (--block frames) "
+                    "into the streaming engine in real-time mode and prints the settings, the latency (total and "
+                    "parts), inference time per hop, the real-time factor, deadline misses and the audio-side "
+                    "cost per block. Settings come from --preset, overridden by --window/--hop/--lookahead.",
+    )
+    sb.add_argument("--config", default=BENCH_CONFIG,
+                    help=f"model config (default: {os.path.relpath(BENCH_CONFIG, REPO_ROOT)}, random weights)")
+    sb.add_argument("--checkpoint", help="weights (default: random; speed does not depend on them)")
+    sb.add_argument("--preset", choices=["offline-exact", "balanced", "low"], default="balanced",
+                    help="latency preset the settings start from (default: balanced)")
+    sb.add_argument("--window", type=float, help="window in seconds")
+    sb.add_argument("--hop", type=float, nargs="+",
+                    help="hop in seconds; several values run one after another (to find the smallest that keeps up)")
+    sb.add_argument("--lookahead", type=float, help="look-ahead in seconds (default with --hop: one hop)")
+    sb.add_argument("--crossfade-ms", type=float, help="crossfade between windows in ms (default: 10, or less)")
+    sb.add_argument("--allowance", type=float, help="compute allowance in seconds (default: one hop)")
+    sb.add_argument("--seconds", type=float, default=60.0, help="length of the stream (default 60)")
+    sb.add_argument("--block", type=int, default=256, help="frames per simulated callback (default 256)")
+    sb.add_argument("--worker", choices=["thread", "process"], default="process",
+                    help="where inference runs (default: process, see README)")
+    sb.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    sb.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on CUDA")
+    sb.add_argument("--threads", type=int, help="torch threads of the inference worker (default: cores - 1)")
     return parser
 
 
@@ -230,7 +257,75 @@ def cmd_bench_model(args) -> int:
     return 0
 
 
-COMMANDS = {"separate": cmd_separate, "demo": cmd_demo, "inspect": cmd_inspect, "bench-model": cmd_bench_model}
+def _bench_engines(args, config, model):
+    """One engine per requested hop (or the preset's), in real-time mode."""
+    import streamer
+
+    rate = config.sample_rate
+    base = streamer.preset_settings(args.preset, config)
+    hops = [round(h * rate) for h in args.hop] if args.hop else [base.hop]
+    for hop in hops:
+        window = round(args.window * rate) if args.window else base.window
+        if args.lookahead is not None:
+            lookahead = round(args.lookahead * rate)
+        else:
+            lookahead = hop if args.hop else base.lookahead
+        if args.crossfade_ms is not None:
+            crossfade = round(args.crossfade_ms * rate / 1000)
+        elif base.crossfade == "msst" and not (args.hop or args.window or args.lookahead is not None):
+            crossfade = "msst"
+        else:
+            crossfade = min(hop, lookahead, round(0.01 * rate))
+        allowance = round(args.allowance * rate) if args.allowance is not None else None
+        yield streamer.StreamEngine(
+            model, config.stems, rate, window=window, hop=hop, lookahead=lookahead, crossfade=crossfade,
+            residual=config.stems[-1], device=_resolve_device(args.device), precision=args.precision,
+            realtime=True, worker=args.worker, compute_allowance=allowance, threads=args.threads,
+            channels=config.channels)
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    import streamer
+    from streamer.stream_bench import run_realtime
+
+    config = streamer.load_config(args.config)
+    torch.manual_seed(0)
+    model = streamer.build_model(config)
+    if args.checkpoint:
+        streamer.load_checkpoint(model, args.checkpoint)
+    rate = config.sample_rate
+    ms = lambda n: 1000.0 * n / rate  # noqa: E731
+    print(f"model: {os.path.relpath(args.config)} ({config.model_type}, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters, stems {', '.join(config.stems)}); torch {torch.__version__}; {args.seconds:.0f} s of audio "
+          f"in {args.block}-frame callbacks ({ms(args.block):.1f} ms) at real-time pace; worker: {args.worker}")
+    results = []
+    for engine in _bench_engines(args, config, model):
+        with engine:
+            print(f"\n{engine.settings.describe(rate)}; device {engine.device}, {engine.precision}")
+            p = engine.latency_parts
+            print(f"  latency {ms(p['total']):.0f} ms = look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f} "
+                  f"(algorithmic {ms(p['algorithmic']):.0f}) + compute allowance {ms(p['compute']):.0f} ms")
+            r = run_realtime(engine, args.seconds, args.block)
+        st, sm = r.stats, r.summary()
+        print(f"  inference per hop: median {st['infer_ms_median']:.1f} ms, p99 {st['infer_ms_p99']:.1f} ms, "
+              f"max {st['infer_ms_max']:.1f} ms over {st['hops']} hops; real-time factor {st['realtime_factor']:.3f}")
+        print(f"  deadline misses {st['deadline_misses']} (late results {st['late_results']}, skipped windows "
+              f"{st['skipped_windows']})")
+        print(f"  audio side per {args.block}-frame block: median {sm['cost_us_median']:.0f} us, "
+              f"p99 {sm['cost_us_p99']:.0f} us, max {sm['cost_us_max']:.0f} us; callback start late p99 "
+              f"{sm['wake_late_us_p99']:.0f} us, max {sm['wake_late_us_max']:.0f} us; overruns {sm['overruns']}")
+        if st["error"]:
+            print(f"  worker error: {st['error']}")
+        results.append((engine.hop, st["deadline_misses"]))
+    if len(results) > 1:
+        ok = [h for h, misses in results if misses == 0]
+        print(f"\nsmallest hop with zero misses: {ms(min(ok)):.0f} ms" if ok else "\nno hop ran without misses")
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "separate": cmd_separate, "demo": cmd_demo, "inspect": cmd_inspect, "bench-model": cmd_bench_model}
 
 
 def main(argv: list[str] | None = None) -> int:

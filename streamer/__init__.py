@@ -3,6 +3,7 @@ from .build import build_model
 from .checkpoint import load_checkpoint, read_state_dict
 from .config import Config, load_config
 from .demix import demix, demix_tta
+from .engine import PRESETS, StreamEngine, StreamSettings, preset_settings
 from .errors import AudioError, CheckpointError, ConfigError, StemstreamError
 from .roformer import BSRoformer, MelBandRoformer
 
@@ -13,11 +14,15 @@ __all__ = [
     "Config",
     "ConfigError",
     "MelBandRoformer",
+    "PRESETS",
     "StemstreamError",
+    "StreamEngine",
+    "StreamSettings",
     "build_model",
     "demix",
     "demix_tta",
     "load_checkpoint",
     "load_config",
+    "preset_settings",
     "read_state_dict",
 ]

@@ -20,4 +20,5 @@ def build_model(config: Config, device: str | torch.device | None = None) -> tor
                 model = model.to(device)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(f"{config.path or 'config'}: cannot build {config.model_type}: {exc}") from None
+    model.audio_sample_rate = config.sample_rate  # the rate its audio must have (checked by StreamEngine)
     return model.eval()
