@@ -230,20 +230,20 @@ def paced_feed(engine, audio, block, speed=4.0):
 
 @pytest.mark.parametrize("worker", ["thread", "process"])
 def test_realtime_output_equals_inline_output_when_on_time(worker):
-    audio = noise(1.0, seed=12)
+    audio = noise(1.5, seed=12)
     settings = dict(window=4410, hop=1102, lookahead=1102, crossfade=300, residual="c")
     inline = StreamEngine(ContextModel(), ["a", "b", "c"], RATE, **settings)
     expected = feed(inline, audio, [441])
-    allowance = 22050  # 0.5 s of audio = 125 ms of wall time at 4x: ample for a model taking < 1 ms
+    allowance = 22050  # 0.5 s of audio = 250 ms of wall time at 2x: ample for a model taking < 1 ms
     with StreamEngine(ContextModel(), ["a", "b", "c"], RATE, realtime=True, worker=worker,
                       compute_allowance=allowance, **settings) as engine:
         assert engine.running
         assert engine.latency_samples == 1102 + 1102 + allowance
         assert engine.latency_parts["processing"] == allowance
-        got = paced_feed(engine, audio, 441)
+        got = paced_feed(engine, audio, 441, speed=2.0)
         stats = engine.stats
     assert not engine.running
-    assert stats["deadline_misses"] == 0 and stats["error"] is None and stats["hops"] > 30
+    assert stats["deadline_misses"] == 0 and stats["error"] is None and stats["hops"] > 30, stats
     lat = engine.latency_samples
     np.testing.assert_allclose(got[..., lat:], expected[..., : audio.shape[1] - lat], atol=1e-6)
 
