@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean synth-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/stemstream demo --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) synth-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -29,3 +29,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out
+
+# Debian packages the song generator (stemstream synth) needs
+synth-deps:
+	@if command -v mma >/dev/null && command -v fluidsynth >/dev/null && command -v espeak-ng >/dev/null \
+		&& [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then :; else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		mma fluidsynth timgm6mb-soundfont espeak-ng; fi

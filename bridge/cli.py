@@ -11,7 +11,8 @@ import traceback
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "tiny_bs_roformer_4stem.yaml")
+DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "demo_bs_roformer_64x2.yaml")
+DEMO_SONG = os.path.join(REPO_ROOT, "examples", "song")
 BENCH_CONFIG = os.path.join(REPO_ROOT, "configs", "models", "bs_roformer_64x2_4stem.yaml")
 
 log = logging.getLogger("stemstream")
@@ -65,11 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write stems at the input file's sample rate (default) or the model's")
     sep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    demo = sub.add_parser("demo", help="separate a generated example clip with the bundled demo model",
-                          description="Runs the main job on a short generated clip and writes the stems.")
+    demo = sub.add_parser(
+        "demo", help="stream the bundled example song through the demo model: stems, karaoke mix, scores",
+        description="Runs the streaming engine with the bundled demo model over the bundled example song "
+                    "(examples/song, generated, with ground-truth stems) in audio-callback-sized blocks and writes "
+                    "OUT/{mix,vocals,drums,bass,other,karaoke}.wav and OUT/spectrograms.png; prints the latency, the "
+                    "real-time factor and the SDR reached per stem.")
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    demo.add_argument("--seconds", type=float, default=6.0, help="length of the generated clip")
-    demo.add_argument("--seed", type=int, default=0, help="seed for the clip and the untrained weights")
+    demo.add_argument("--preset", choices=["offline-exact", "balanced", "low"], default="balanced",
+                      help="latency preset (default: balanced)")
+    demo.add_argument("--block", type=int, default=256, help="frames per block fed to the engine (default 256)")
+    demo.add_argument("--config", default=DEMO_CONFIG, help=argparse.SUPPRESS)
+    demo.add_argument("--song", default=DEMO_SONG, help=argparse.SUPPRESS)
+
+    ev = sub.add_parser(
+        "eval", help="score a model offline and streaming at several latencies (SDR, uSDR, plot)",
+        description="Separates every song under DATA (MUSDB18-HQ layout: one folder per song with mixture.wav and "
+                    "the stems' wavs) offline and with the streaming engine at each latency preset and each "
+                    "--setting, and prints per stem and on average the median per-second SDR, the whole-track "
+                    "uSDR and the improvement over the unprocessed mixture; --plot writes SDR against latency.")
+    ev.add_argument("data", nargs="+", help="folders of song folders")
+    _add_model_args(ev)
+    ev.add_argument("--presets", nargs="*", default=["offline-exact", "balanced", "low"],
+                    choices=["offline-exact", "balanced", "low"], help="latency presets to score")
+    ev.add_argument("--setting", action="append", default=[], metavar="W,H,A",
+                    help="extra streaming setting: window, hop, look-ahead in seconds (repeatable)")
+    ev.add_argument("--seconds", type=float, help="score only the first seconds of each song")
+    ev.add_argument("--plot", help="write a PNG of SDR against latency here")
 
     ins = sub.add_parser("inspect", help="describe a checkpoint's architecture (and check it against a config)")
     ins.add_argument("checkpoint")
@@ -85,6 +108,39 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     bench.add_argument("--device", default="cpu")
+
+    sy = sub.add_parser(
+        "synth", help="generate multitrack songs with ground-truth stems (MUSDB18-HQ layout)",
+        description="Writes OUT/synth_<seed>/{mixture,vocals,drums,bass,other}.wav for --count songs starting at "
+                    "--seed, made with MMA (accompaniment), FluidSynth (General MIDI rendering) and espeak-ng "
+                    "(chanted words). Deterministic by seed. Needs `make synth-deps`.",
+    )
+    sy.add_argument("--seed", type=int, default=0, help="seed of the first song")
+    sy.add_argument("--count", type=int, default=1, help="number of songs (seeds seed, seed+1, ...)")
+    sy.add_argument("--seconds", type=float, default=20.0, help="length of each song")
+    sy.add_argument("--out", required=True, help="output folder")
+
+    tr = sub.add_parser(
+        "train", help="train a Roformer on songs in MUSDB18-HQ layout (synthetic or real)",
+        description="Trains the model of --config on random remixes of the stems under DATA (one folder per song "
+                    "with vocals/drums/bass/other.wav). Writes OUT/model.ckpt (plain state_dict, best validation "
+                    "SDR gain) and OUT/config.yaml in MSST format, plus OUT/last.ckpt for --resume.",
+    )
+    tr.add_argument("data", nargs="+", help="folders of song folders for training")
+    tr.add_argument("--config", required=True, help="MSST-format YAML of the model to train")
+    tr.add_argument("--val", nargs="*", default=[], help="folders of song folders for validation")
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--init", help="start from these weights (a checkpoint for the same config)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=4)
+    tr.add_argument("--segment", type=float, default=1.0, help="seconds per training example")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--val-every", type=int, default=200)
+    tr.add_argument("--val-seconds", type=float, default=12.0, help="seconds of each validation song to score")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.add_argument("--device", default="auto")
 
     sb = sub.add_parser(
         "bench", help="stream audio through the engine at real-time pace and report latency, speed and misses",
@@ -176,40 +232,97 @@ def cmd_separate(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import soundfile as sf
     import torch
 
     import streamer
     from streamer.audio import AtomicWriter, check_writable_dir
-    from streamer.separate import SeparationOptions, separate_array
-    from streamer.testsignals import generated_clip
+    from streamer.evaluate import spectrogram_png
+    from streamer.metrics import sdr_median_per_second
 
-    config = streamer.load_config(DEMO_CONFIG)
-    checkpoint = os.path.splitext(DEMO_CONFIG)[0] + ".ckpt"
-    torch.manual_seed(args.seed)
+    config = streamer.load_config(args.config)
+    checkpoint = os.path.splitext(args.config)[0] + ".ckpt"
+    torch.manual_seed(0)
     model = streamer.build_model(config)
     trained = os.path.exists(checkpoint)
     if trained:
         streamer.load_checkpoint(model, checkpoint)
-    mix, truth = generated_clip(args.seconds, config.sample_rate, seed=args.seed, channels=config.channels)
-    out = check_writable_dir(args.out)
+    rate = config.sample_rate
+    truth = {}
+    for stem in config.stems:
+        data, sr = sf.read(os.path.join(args.song, f"{stem}.flac"), dtype="float32", always_2d=True)
+        if sr != rate:
+            raise streamer.StemstreamError(f"{args.song}: stems are {sr} Hz, the model needs {rate} Hz")
+        truth[stem] = np.ascontiguousarray(data.T)
+    mix = np.sum(list(truth.values()), axis=0).astype(np.float32)
+    out_dir = check_writable_dir(args.out)
+
+    residual = "other" if "other" in config.stems else None
+    engine = streamer.StreamEngine.from_config(config, model, preset=args.preset, residual=residual)
     t0 = time.perf_counter()
-    stems = separate_array(model, config, mix, SeparationOptions(instrumental=True, progress=False))
+    outs = [engine.process(mix[:, i:i + args.block]) for i in range(0, mix.shape[1], args.block)]
+    latency = engine.latency_samples
+    outs.append(engine.flush())
     took = time.perf_counter() - t0
+    est = np.concatenate(outs, axis=-1)[..., latency:latency + mix.shape[1]]
+    stems = {name: est[i] for i, name in enumerate(engine.stems)}
+    vocal = "vocals" if "vocals" in stems else engine.stems[0]
+    karaoke = np.sum([v for k, v in stems.items() if k != vocal], axis=0)
     with AtomicWriter() as writer:
-        writer.write(os.path.join(out, "mix.wav"), mix, config.sample_rate, "FLOAT")
+        writer.write(os.path.join(out_dir, "mix.wav"), mix, rate, "FLOAT")
         for name, data in stems.items():
-            writer.write(os.path.join(out, f"{name}.wav"), data, config.sample_rate, "FLOAT")
-    print(f"model: {os.path.relpath(DEMO_CONFIG)} ({config.model_type}, stems {', '.join(config.stems)})")
+            writer.write(os.path.join(out_dir, f"{name}.wav"), data, rate, "FLOAT")
+        writer.write(os.path.join(out_dir, "karaoke.wav"), karaoke, rate, "FLOAT")
+    png = os.path.join(out_dir, "spectrograms.png")
+    spectrogram_png({"mixture": mix, **{f"{k} (separated)": v for k, v in stems.items()}}, rate, png)
+
+    seconds = mix.shape[1] / rate
+    ms = lambda n: 1000.0 * n / rate  # noqa: E731
+    p = engine.latency_parts
+    print(f"model: {os.path.relpath(args.config)} ({config.model_type}, {sum(x.numel() for x in model.parameters()):,} "
+          f"parameters, stems {', '.join(config.stems)})")
     if not trained:
-        print("WARNING: no trained checkpoint is bundled yet: the weights are RANDOM (untrained), "
-              "so the stems below are not a real separation. This run shows the pipeline end to end.")
-    print(f"clip: {args.seconds:.1f} s generated at {config.sample_rate} Hz; separated in {took:.2f} s "
-          f"({took / args.seconds:.2f}x real time, CPU threads: {torch.get_num_threads()})")
+        print("WARNING: no trained checkpoint next to the config: the weights are RANDOM, so the stems below are not "
+              "a real separation. This run shows the pipeline end to end.")
+    print(f"song: {os.path.relpath(args.song)} ({seconds:.1f} s, generated, with ground truth)")
+    print(f"engine: preset {args.preset}: {engine.settings.describe(rate)}; residual stem: {residual}")
+    print(f"latency: {ms(p['total']):.0f} ms (look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f}); live, with "
+          f"the one-hop compute allowance: {ms(p['total'] + p['hop']):.0f} ms")
+    print(f"speed: {took:.2f} s for {seconds:.1f} s of audio in {args.block}-frame blocks = real-time factor "
+          f"{took / seconds:.2f} (CPU threads: {torch.get_num_threads()})")
+    print(f"{'stem':<8} {'SDR':>7} {'mixture':>8} {'gain':>6}   file")
+    gains = []
     for name in config.stems:
-        ref, est = truth[name], stems[name]
-        sdr = 10 * np.log10((ref**2).sum() / max(((ref - est) ** 2).sum(), 1e-12) + 1e-12)
-        print(f"  {name:<8} SDR {sdr:6.2f} dB  -> {os.path.join(out, name + '.wav')}")
-    print(f"  mix and instrumental (mix minus vocals) written to {out}")
+        sdr = sdr_median_per_second(truth[name], stems[name], rate)
+        base = sdr_median_per_second(truth[name], mix, rate)
+        gains.append(sdr - base)
+        print(f"{name:<8} {sdr:>7.2f} {base:>8.2f} {sdr - base:>6.2f}   {os.path.join(out_dir, name + '.wav')}")
+    print(f"mean SDR improvement over the unprocessed mixture: {np.mean(gains):.2f} dB (median per-second SDR)")
+    print(f"karaoke mix (everything but {vocal}): {os.path.join(out_dir, 'karaoke.wav')}; spectrograms: {png}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import streamer
+    from streamer.evaluate import evaluate, format_table, plot, settings_list
+
+    config, model, device = _load_model(args)
+    explicit = []
+    for text in args.setting:
+        try:
+            w, h, a = (float(v) for v in text.split(","))
+        except ValueError:
+            raise streamer.StemstreamError(f"--setting {text!r}: expected window,hop,lookahead in seconds") from None
+        explicit.append((w, h, a))
+    settings = settings_list(config, args.presets, explicit)
+    results = evaluate(model, config, args.data, settings, seconds=args.seconds, progress=sys.stderr.isatty())
+    songs = len(results[0].sdr[config.stems[0]])
+    print(f"{songs} songs; SDR = median per-second SDR in dB, mean over songs; latency = live latency with a one-hop "
+          "compute allowance")
+    print(format_table(results, config.sample_rate))
+    if args.plot:
+        plot(results, config.sample_rate, args.plot, title=f"{os.path.basename(args.config)}: SDR against latency")
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -284,6 +397,45 @@ def _bench_engines(args, config, model):
             channels=config.channels)
 
 
+def cmd_synth(args) -> int:
+    from tqdm.auto import tqdm
+
+    from streamer.synth import generate_song, write_song
+
+    seeds = range(args.seed, args.seed + args.count)
+    for seed in tqdm(seeds, desc="songs", unit="song", disable=args.count < 2 or not sys.stderr.isatty()):
+        song = generate_song(seed, args.seconds)
+        folder = os.path.join(args.out, f"synth_{seed:06d}")
+        write_song(song, folder)
+        i = song.info
+        print(f"{folder}: {args.seconds:.0f} s, {i['groove']} at {i['tempo']} bpm in {i['key']}"
+              f"{', with espeak words' if i['espeak'] else ''}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    import streamer
+    from streamer.train import TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = streamer.load_config(args.config)
+    torch.manual_seed(args.seed)
+    model = streamer.build_model(config)
+    if args.init:
+        streamer.load_checkpoint(model, args.init)
+    model.train()
+    opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
+                        val_every=args.val_every, val_seconds=args.val_seconds, seed=args.seed,
+                        device=_resolve_device(args.device))
+    result = train(model, config, args.config, args.data, args.val, args.out, opts, resume=args.resume,
+                   progress=sys.stderr.isatty())
+    print(f"done: {args.out}/model.ckpt with {args.out}/config.yaml (best validation score {result['best']:.2f})")
+    return 0
+
+
 def cmd_bench(args) -> int:
     import torch
 
@@ -325,7 +477,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "separate": cmd_separate, "demo": cmd_demo, "inspect": cmd_inspect, "bench-model": cmd_bench_model}
+COMMANDS = {"eval": cmd_eval, "synth": cmd_synth, "train": cmd_train, "bench": cmd_bench, "separate": cmd_separate, "demo": cmd_demo, "inspect": cmd_inspect, "bench-model": cmd_bench_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import streamer
 from streamer.testsignals import generated_clip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO = os.path.join(HERE, "..", "configs", "demo", "tiny_bs_roformer_4stem.yaml")
+DEMO = os.path.join(HERE, "..", "configs", "demo", "demo_bs_roformer_64x2.yaml")
 
 
 def main() -> None:

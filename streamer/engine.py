@@ -354,14 +354,17 @@ class StreamEngine:
         self._process_into(block, out)
         return out
 
-    def process_into(self, block: np.ndarray, out: np.ndarray) -> None:
-        """``process`` without allocating: writes into ``out`` (stems, channels, n) float32."""
+    def process_into(self, block: np.ndarray, out: np.ndarray, dry: np.ndarray | None = None) -> None:
+        """``process`` without allocating: writes into ``out`` (stems, channels, n) float32, and into
+        ``dry`` (channels, n) the input delayed by the same latency (what the stems came from)."""
         block = self._check_block(block, None)
         if out.shape != (len(self.stems), self.channels, block.shape[1]) or out.dtype != np.float32:
             raise ValueError(f"out must be float32 of shape {(len(self.stems), self.channels, block.shape[1])}")
-        self._process_into(block, out)
+        if dry is not None and (dry.shape != block.shape or dry.dtype != np.float32):
+            raise ValueError(f"dry must be float32 of shape {block.shape}")
+        self._process_into(block, out, dry)
 
-    def _process_into(self, block: np.ndarray, out: np.ndarray) -> None:
+    def _process_into(self, block: np.ndarray, out: np.ndarray, dry: np.ndarray | None = None) -> None:
         n = block.shape[1]
         pos = 0
         while pos < n:
@@ -371,6 +374,9 @@ class StreamEngine:
             self._write(block[:, pos:pos + size])
             if not self.realtime:
                 self._inline.run_due()
+            if dry is not None:
+                b = self.buffers
+                rt.read_dry(dry[:, pos:pos + size], b.in_ring, b.audio_state[rt.OUT_POS], self.latency_samples)
             self._read(out[:, :, pos:pos + size])
             pos += size
 

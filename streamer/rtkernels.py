@@ -121,10 +121,22 @@ def read_output(out, out_ring, hop_tag, in_ring, state, gain, latency, hop, look
     state[OUT_POS] = t0 + n
 
 
+@njit("void(float32[:, :], float32[:, :], int64, int64)", cache=True, nogil=True)
+def read_dry(out, in_ring, out_pos, latency):
+    """``out`` (channels, n) = the input delayed by ``latency``, for output samples from ``out_pos`` on."""
+    channels, n = out.shape
+    cap = in_ring.shape[1]
+    for i in range(n):
+        m = out_pos + i - latency
+        for c in range(channels):
+            out[c, i] = in_ring[c, m % cap] if m >= 0 else np.float32(0.0)
+
+
 def warm_up() -> None:
     """Call every kernel once (they are compiled at import; this also loads numba's runtime)."""
     ring = np.zeros((1, 8), np.float32)
     write_input(np.zeros((1, 2), np.float32), ring, 0)
+    read_dry(np.zeros((1, 2), np.float32), ring, 0, 1)
     state = np.zeros(AUDIO_STATE_SIZE, np.int64)
     state[CUR_HOP] = -1
     read_output(np.zeros((1, 1, 2), np.float32), np.zeros((1, 1, 4), np.float32), np.full(2, -1, np.int64),
