@@ -1,0 +1,292 @@
+"""``StemSeparator``: the streaming engine and stem mixer behind pedalboard's plugin call contract.
+
+pedalboard's native chains cannot hold Python objects, so compatibility means the same call
+contract (see ``bridge.chain.Chain`` to mix both in one sequence):
+
+* ``process(input_array, sample_rate, buffer_size=8192, reset=True)`` returns float32; ``__call__``
+  is an alias; ``reset()``; ``is_effect``/``is_instrument``; ``reported_latency_samples``.
+* Layout as pedalboard decides it: 1-D is mono; in 2-D the smaller dimension is the channels (the
+  output keeps the layout); a square shape is refused until a non-square call fixed the layout,
+  which ``reset()`` forgets. float64 is converted; other dtypes raise pedalboard's TypeError.
+* ``reset=True`` (one-shot): the output has the input's length and is aligned with it (latency
+  compensated by flushing the engine). ``reset=False`` (streaming): like pedalboard's latent
+  plugins, the first calls return fewer samples until ``reported_latency_samples`` are withheld, so
+  the concatenated outputs line up with the input exactly.
+* Sample rate: one-shot calls at another rate are resampled in and out (soxr, high quality);
+  streaming calls must come at the model's rate (a clear ValueError says so).
+* Channels: the model's channel count is used inside; mono input is duplicated for a stereo model
+  and the output averaged back to mono; more than two channels are refused.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+import streamer
+from streamer.audio import resample
+from streamer.engine import PRESETS
+
+from .mixer import StemControl, StemMixer
+
+_DTYPE_ERROR = "Pedalboard only supports 32-bit and 64-bit floating point audio for processing."
+
+
+class StemHandle:
+    """A stem's controls on the first bus, plus its effect chain (shared by all buses)."""
+
+    def __init__(self, separator: "StemSeparator", name: str):
+        self._sep = separator
+        self.name = name
+
+    @property
+    def _control(self) -> StemControl:
+        return self._sep.mixer.stems[self.name]
+
+    gain_db = property(lambda self: self._control.gain_db, lambda self, v: setattr(self._control, "gain_db", v))
+    fader = property(lambda self: self._control.fader, lambda self, v: setattr(self._control, "fader", v))
+    mute = property(lambda self: self._control.mute, lambda self, v: setattr(self._control, "mute", v))
+    solo = property(lambda self: self._control.solo, lambda self, v: setattr(self._control, "solo", v))
+
+    @property
+    def effects(self):
+        return self._sep._effects.get(self.name)
+
+    @effects.setter
+    def effects(self, chain) -> None:
+        self._sep._set_effects(self.name, chain)
+
+    def __repr__(self) -> str:
+        c = self._control
+        return (f"StemHandle({self.name!r}, gain_db={c.gain_db:g}, mute={c.mute}, solo={c.solo}, "
+                f"effects={self.effects!r})")
+
+
+def _plugin_latency(chain, sample_rate: int, channels: int, block: int) -> int:
+    """Latency of a pedalboard plugin chain, measured the way pedalboard reports it: the samples a
+    streaming call withholds (VST3 plugins also report it; the larger of the two is used)."""
+    reported = int(getattr(chain, "reported_latency_samples", 0) or 0)
+    chain.reset()
+    probe = np.zeros((channels, block * 64), np.float32)
+    got = 0
+    for i in range(0, probe.shape[1], block):
+        got += chain(probe[:, i:i + block], sample_rate, buffer_size=block, reset=False).shape[-1]
+    chain.reset()
+    return max(reported, probe.shape[1] - got)
+
+
+class StemSeparator:
+    """Separates stems and mixes them into buses, called like a pedalboard plugin.
+
+    ``sep.stems["vocals"].mute = True``; ``sep.stems["drums"].gain_db = -6``;
+    ``sep.stems["vocals"].effects = Pedalboard([Reverb()])``; ``sep.mixer["monitor"]["vocals"]`` for
+    other buses. ``output`` picks what ``process`` returns: a bus name, or ``"stems"`` for every stem
+    on its own channels (stem-major: stem 0's channels first).
+    """
+
+    is_effect = True
+    is_instrument = False
+
+    def __init__(self, model, config: streamer.Config, latency: str = "balanced", residual: str | None = "other",
+                 buses: Sequence[str] = ("main",), output: str | None = None, effects_block: int = 256,
+                 ramp_ms: float = 10.0, **engine_overrides: Any):
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.channels = config.channels
+        if latency not in PRESETS:
+            raise ValueError(f"latency must be one of {', '.join(PRESETS)}, got {latency!r}")
+        if residual is not None and residual not in config.stems:
+            residual = None if residual == "other" else residual
+        engine_overrides.setdefault("realtime", False)
+        self.engine = streamer.StreamEngine.from_config(config, model, preset=latency, residual=residual,
+                                                        **engine_overrides)
+        self.stem_names = list(self.engine.stems)
+        self.mixer = StemMixer(self.stem_names, self.sample_rate, buses=buses, ramp_ms=ramp_ms,
+                               channels=self.channels)
+        self.output = output or self.mixer.bus_names[0]
+        if self.output != "stems" and self.output not in self.mixer.bus_names:
+            raise ValueError(f"output must be 'stems' or a bus ({', '.join(self.mixer.bus_names)}), got {output!r}")
+        self.stems = {name: StemHandle(self, name) for name in self.stem_names}
+        self.effects_block = int(effects_block)
+        self._effects: dict[str, Any] = {}
+        self._effects_latency: dict[str, int] = {}
+        self._layout: str | None = None
+        self._clear_stream()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                    latency: str = "balanced", trust_checkpoint: bool = False, **kwargs) -> "StemSeparator":
+        config = streamer.load_config(config_path)
+        model = streamer.build_model(config)
+        if checkpoint is not None:
+            streamer.load_checkpoint(model, checkpoint, trust=trust_checkpoint)
+        return cls(model, config, latency=latency, **kwargs)
+
+    # ------------------------------------------------------------------ effects
+    def _set_effects(self, name: str, chain) -> None:
+        if chain is None or (hasattr(chain, "__len__") and len(chain) == 0):
+            self._effects.pop(name, None)
+            self._effects_latency.pop(name, None)
+        else:
+            if not callable(getattr(chain, "process", None)):
+                raise TypeError(f"effects for {name!r} must be a pedalboard plugin or Pedalboard, got {type(chain)}")
+            self._effects[name] = chain
+            self._effects_latency[name] = _plugin_latency(chain, self.sample_rate, self.channels, self.effects_block)
+        self._clear_stream()
+
+    @property
+    def effects_latency_samples(self) -> int:
+        """Extra latency of the effect stage: one effects block plus the slowest stem chain's latency."""
+        if not self._effects:
+            return 0
+        return self.effects_block + max(self._effects_latency.values())
+
+    @property
+    def reported_latency_samples(self) -> int:
+        return self.engine.latency_samples + self.effects_latency_samples
+
+    # ------------------------------------------------------------------ state
+    def _clear_stream(self) -> None:
+        self._emitted = 0
+        self._fx_in: list[np.ndarray] = []      # pending (stems + dry) samples for the effect stage
+        self._fx_in_len = 0
+        self._fx_out: dict[str, list[np.ndarray]] = {}
+        self._fx_ready: list[np.ndarray] = []
+        if self._effects:
+            # pedalboard chains return their output aligned with their input but withhold their latency,
+            # and we feed them whole blocks: starting every stem (processed or not) this far behind keeps
+            # enough output ready at every call and all stems sample-aligned
+            lead = self.effects_latency_samples
+            self._fx_ready = [np.zeros((len(self.stem_names) + 1, self.channels, lead), np.float32)]
+            for name, chain in self._effects.items():
+                chain.reset()
+                self._fx_out[name] = [np.zeros((self.channels, lead), np.float32)]
+
+    def reset(self) -> None:
+        """Clear the stream (and the remembered channel layout, as pedalboard does)."""
+        self.engine.reset()
+        self._layout = None
+        self._clear_stream()
+
+    # ------------------------------------------------------------------ call contract
+    def _to_internal(self, x) -> tuple[np.ndarray, str]:
+        x = np.asarray(x)
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+        elif x.dtype != np.float32:
+            raise TypeError(_DTYPE_ERROR)
+        if x.ndim == 1:
+            layout, cf = "mono", x[None]
+        elif x.ndim == 2:
+            if x.shape[0] == x.shape[1]:
+                if self._layout not in ("first", "last"):
+                    raise RuntimeError(f"Unable to determine channel layout from shape: {x.shape}. Provide a "
+                                       "non-square array first, or call reset() after changing layouts.")
+                layout = self._layout
+            else:
+                layout = "first" if x.shape[0] < x.shape[1] else "last"
+            cf = x if layout == "first" else x.T
+        else:
+            raise ValueError(f"expected 1-D or 2-D audio, got shape {x.shape}")
+        if layout != "mono":
+            self._layout = layout
+        if cf.shape[0] > 2:
+            raise ValueError(f"{cf.shape[0]} channels: StemSeparator takes mono or stereo audio")
+        if cf.shape[0] != self.channels:
+            cf = np.repeat(cf, self.channels, axis=0) if cf.shape[0] == 1 else cf.mean(axis=0, keepdims=True)
+        return np.ascontiguousarray(cf, np.float32), layout
+
+    def _from_internal(self, y: np.ndarray, layout: str, in_channels: int) -> np.ndarray:
+        if self.output != "stems" and y.shape[0] != in_channels:
+            y = y.mean(axis=0, keepdims=True) if in_channels == 1 else np.repeat(y, in_channels, axis=0)
+        if layout == "mono":
+            return np.ascontiguousarray(y[0] if y.shape[0] == 1 else y)
+        return np.ascontiguousarray(y if layout == "first" else y.T)
+
+    def process(self, input_array, sample_rate: float, buffer_size: int = 8192, reset: bool = True) -> np.ndarray:
+        rate = int(round(float(sample_rate)))
+        x, layout = self._to_internal(input_array)
+        in_channels = 1 if layout == "mono" else (np.asarray(input_array).shape[0 if layout == "first" else 1])
+        buffer_size = max(1, int(buffer_size))
+        if reset:
+            self.engine.reset()
+            self._clear_stream()
+            n = x.shape[1]
+            if rate != self.sample_rate:
+                x = resample(x, rate, self.sample_rate)
+            y = self._run(x, buffer_size)
+            y = np.concatenate([y, self._run(np.zeros((self.channels, self.reported_latency_samples), np.float32),
+                                             buffer_size)], axis=-1)
+            y = y[:, self.reported_latency_samples:]
+            if rate != self.sample_rate:
+                y = resample(y, self.sample_rate, rate)
+            y = y[:, :n] if y.shape[1] >= n else np.pad(y, ((0, 0), (0, n - y.shape[1])))
+            self.engine.reset()
+            self._clear_stream()
+        else:
+            if rate != self.sample_rate:
+                raise ValueError(f"streaming calls (reset=False) must be at the model's rate, {self.sample_rate} Hz, "
+                                 f"got {rate} Hz: resample the stream, or use one-shot calls (reset=True), which "
+                                 "resample for you")
+            y = self._run(x, buffer_size)
+            withheld = max(0, self.reported_latency_samples - self._emitted)
+            self._emitted += y.shape[1]
+            y = y[:, min(withheld, y.shape[1]):]
+        return self._from_internal(y.astype(np.float32, copy=False), layout, in_channels)
+
+    __call__ = process
+
+    # ------------------------------------------------------------------ internals
+    def _run(self, x: np.ndarray, buffer_size: int) -> np.ndarray:
+        """Delayed output for ``x`` (channels, n): (out channels, n), in ``buffer_size`` pieces."""
+        n = x.shape[1]
+        width = len(self.stem_names) * self.channels if self.output == "stems" else self.channels
+        out = np.zeros((width, n), np.float32)
+        for pos in range(0, n, buffer_size):
+            blk = x[:, pos:pos + buffer_size]
+            m = blk.shape[1]
+            stems = np.zeros((len(self.stem_names), self.channels, m), np.float32)
+            dry = np.zeros((self.channels, m), np.float32)
+            self.engine.process_into(blk, stems, dry)
+            if self._effects:
+                stems, dry = self._effect_stage(stems, dry)
+            out[:, pos:pos + m] = self._mix(stems, dry)
+        return out
+
+    def _mix(self, stems: np.ndarray, dry: np.ndarray) -> np.ndarray:
+        buses = np.zeros((len(self.mixer.bus_names), self.channels, stems.shape[-1]), np.float32)
+        self.mixer.process(stems, buses, None if self._effects else dry)
+        if self.output == "stems":
+            return stems.reshape(-1, stems.shape[-1])
+        return buses[self.mixer.bus_names.index(self.output)]
+
+    def _effect_stage(self, stems: np.ndarray, dry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run each stem's chain on fixed blocks (no re-prepare), keep every stem aligned, delay the rest."""
+        E = self.effects_block
+        self._fx_in.append(np.concatenate([stems, dry[None]], axis=0))
+        self._fx_in_len += stems.shape[-1]
+        if self._fx_in_len >= E:
+            pending = np.concatenate(self._fx_in, axis=-1)
+            usable = (pending.shape[-1] // E) * E
+            self._fx_in = [pending[..., usable:]]
+            self._fx_in_len = pending.shape[-1] - usable
+            for pos in range(0, usable, E):
+                block = pending[..., pos:pos + E].copy()
+                for name, chain in self._effects.items():
+                    s = self.stem_names.index(name)
+                    processed = chain(block[s], self.sample_rate, buffer_size=E, reset=False)
+                    self._fx_out[name].append(np.asarray(processed, np.float32).reshape(self.channels, -1))
+                self._fx_ready.append(block)
+        ready = np.concatenate(self._fx_ready, axis=-1)
+        m = stems.shape[-1]
+        take = ready[..., :m]
+        self._fx_ready = [ready[..., m:]]
+        result = take.copy()
+        for name in self._effects:
+            s = self.stem_names.index(name)
+            chunks = np.concatenate(self._fx_out[name], axis=-1)
+            result[s] = chunks[:, :m]
+            self._fx_out[name] = [chunks[:, m:]]
+        return result[:-1], result[-1]
