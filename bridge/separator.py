@@ -124,6 +124,13 @@ class StemSeparator:
             streamer.load_checkpoint(model, checkpoint, trust=trust_checkpoint)
         return cls(model, config, latency=latency, **kwargs)
 
+    @classmethod
+    def from_rig(cls, path: str | os.PathLike) -> "StemSeparator":
+        """A separator set up by a rig file (model, engine, stems, effects, buses); see ``bridge.rig``."""
+        from .rig import load_rig
+
+        return load_rig(path)
+
     # ------------------------------------------------------------------ effects
     def _set_effects(self, name: str, chain) -> None:
         if chain is None or (hasattr(chain, "__len__") and len(chain) == 0):

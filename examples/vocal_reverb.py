@@ -1,0 +1,39 @@
+"""Reverb on the vocals only: a per-stem effect chain, latency-compensated so the stems stay aligned.
+
+    python examples/vocal_reverb.py [--out out/examples]
+"""
+import argparse
+import os
+
+import numpy as np
+import soundfile as sf
+from pedalboard import Delay, Pedalboard, Reverb
+
+from bridge import StemSeparator
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CONFIG = os.path.join(REPO, "configs", "demo", "demo_bs_roformer_64x2.yaml")
+SONG = os.path.join(REPO, "examples", "song")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out/examples")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    mix = np.sum([sf.read(os.path.join(SONG, f"{s}.flac"), dtype="float32")[0].T
+                  for s in ("vocals", "drums", "bass", "other")], axis=0)
+
+    sep = StemSeparator.from_config(CONFIG, checkpoint=CONFIG.replace(".yaml", ".ckpt"), latency="balanced")
+    sep.stems["vocals"].effects = Pedalboard([Delay(delay_seconds=0.25, feedback=0.3, mix=0.2),
+                                              Reverb(room_size=0.85, wet_level=0.35)])
+    sep.stems["vocals"].gain_db = 2.0
+    out = sep(mix, 44100)
+    path = os.path.join(args.out, "vocal_reverb.wav")
+    sf.write(path, out.T, 44100, subtype="FLOAT")
+    print(f"separator latency {sep.reported_latency_samples} samples (engine {sep.engine.latency_samples} + effect "
+          f"stage {sep.effects_latency_samples}); wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
