@@ -4,7 +4,10 @@ Consecutive native plugins run together as one real ``pedalboard.Pedalboard``; o
 object with pedalboard's ``process(input_array, sample_rate, buffer_size, reset)`` contract) run in
 between. One-shot calls (``reset=True``) come out aligned with the input because every stage
 compensates its own latency; streaming calls (``reset=False``) return fewer samples at first, as
-pedalboard's latent plugins do, so concatenated outputs line up with the input.
+pedalboard's latent plugins do, so concatenated outputs line up with the input. As inside a native
+pedalboard chain, a latent stemstream stage passes its delayed output on at full length (its
+``process_delayed``) and the chain withholds the total at its end, so the plugins after it always
+get full blocks (a shorter first block would make pedalboard re-prepare them and lose their state).
 """
 from __future__ import annotations
 
@@ -46,6 +49,8 @@ class Chain:
             self._stages.append(p)
         if group:
             self._stages.append(pedalboard.Pedalboard(group))
+        self._emitted = 0
+        self._layout = None
 
     @property
     def reported_latency_samples(self) -> int:
@@ -61,14 +66,48 @@ class Chain:
     def reset(self) -> None:
         for stage in self._stages:
             stage.reset()
+        self._emitted = 0
+        self._layout = None
 
     def process(self, input_array, sample_rate: float, buffer_size: int = 8192, reset: bool = True) -> np.ndarray:
         x = input_array
+        if reset:
+            self._emitted = 0
+            for stage in self._stages:
+                if np.asarray(x).size == 0:
+                    break
+                x = stage.process(x, sample_rate, buffer_size=buffer_size, reset=True)
+            return np.asarray(x, np.float32)
+        arr = np.asarray(input_array)
+        time_axis = self._time_axis(arr)
+        delayed = 0
         for stage in self._stages:
-            if np.asarray(x).size == 0:  # a latent stage withheld everything so far
+            if np.asarray(x).size == 0:  # a latent native stage withheld everything so far
                 break
-            x = stage.process(x, sample_rate, buffer_size=buffer_size, reset=reset)
-        return np.asarray(x, np.float32)
+            if hasattr(stage, "process_delayed"):
+                x = stage.process_delayed(x, sample_rate, buffer_size=buffer_size)
+                delayed += int(stage.reported_latency_samples)
+            else:
+                x = stage.process(x, sample_rate, buffer_size=buffer_size, reset=False)
+        x = np.asarray(x, np.float32)
+        n = x.shape[time_axis] if x.ndim > 1 else x.shape[0]
+        withheld = max(0, delayed - getattr(self, "_emitted", 0))
+        self._emitted = getattr(self, "_emitted", 0) + n
+        cut = min(withheld, n)
+        if x.ndim == 1:
+            return x[cut:]
+        return x[:, cut:] if time_axis == 1 else x[cut:]
+
+    def _time_axis(self, arr: np.ndarray) -> int:
+        """1 for channels-first, 0 for channels-last (pedalboard's smaller-dimension rule, remembered)."""
+        if arr.ndim != 2:
+            return 0
+        if arr.shape[0] != arr.shape[1]:
+            self._layout = 1 if arr.shape[0] < arr.shape[1] else 0
+        elif getattr(self, "_layout", None) is None:
+            raise RuntimeError(f"Unable to determine channel layout from shape: {arr.shape}. Provide a non-square "
+                               "array first.")
+        return self._layout
 
     __call__ = process
 

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     bench.add_argument("--device", default="cpu")
 
+    bm = sub.add_parser("bench-mixer", help="time the stem mixer per audio block",
+                        description="Times StemMixer.process (gain ramps, mute/solo, meters) per block with "
+                                    "changing controls and prints the median and p99.")
+    bm.add_argument("--stems", type=int, default=4)
+    bm.add_argument("--buses", type=int, default=2)
+    bm.add_argument("--block", type=int, default=256)
+    bm.add_argument("--blocks", type=int, default=20000)
+
     sy = sub.add_parser(
         "synth", help="generate multitrack songs with ground-truth stems (MUSDB18-HQ layout)",
         description="Writes OUT/synth_<seed>/{mixture,vocals,drums,bass,other}.wav for --count songs starting at "
@@ -397,6 +405,29 @@ def _bench_engines(args, config, model):
             channels=config.channels)
 
 
+def cmd_bench_mixer(args) -> int:
+    from bridge.mixer import StemMixer
+
+    names = [f"stem{i}" for i in range(args.stems)]
+    mixer = StemMixer(names, 44100, buses=[f"bus{i}" for i in range(args.buses)])
+    rng = np.random.default_rng(0)
+    stems = (rng.standard_normal((args.stems, 2, args.block)) * 0.1).astype(np.float32)
+    dry = stems.sum(axis=0)
+    out = np.zeros((args.buses, 2, args.block), np.float32)
+    times = np.zeros(args.blocks)
+    for i in range(args.blocks):
+        if i % 100 == 0:  # a control change every 100 blocks keeps ramps running part of the time
+            mixer.stems[names[i // 100 % args.stems]].gain_db = float(rng.uniform(-12, 0))
+        t0 = time.perf_counter()
+        mixer.process(stems, out, dry)
+        times[i] = time.perf_counter() - t0
+    t = times * 1e6
+    print(f"StemMixer.process: {args.stems} stems, {args.buses} buses, {args.block}-frame blocks, {args.blocks} blocks "
+          f"(a gain change every 100): median {np.median(t):.1f} us, p99 {np.percentile(t, 99):.1f} us, "
+          f"max {t.max():.1f} us; block period {1e6 * args.block / 44100:.0f} us")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from tqdm.auto import tqdm
 
@@ -477,7 +508,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "synth": cmd_synth, "train": cmd_train, "bench": cmd_bench, "separate": cmd_separate, "demo": cmd_demo, "inspect": cmd_inspect, "bench-model": cmd_bench_model}
+COMMANDS = {"bench-mixer": cmd_bench_mixer, "eval": cmd_eval, "synth": cmd_synth, "train": cmd_train, "bench": cmd_bench, "separate": cmd_separate, "demo": cmd_demo, "inspect": cmd_inspect, "bench-model": cmd_bench_model}
 
 
 def main(argv: list[str] | None = None) -> int:

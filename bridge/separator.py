@@ -233,17 +233,31 @@ class StemSeparator:
             self.engine.reset()
             self._clear_stream()
         else:
-            if rate != self.sample_rate:
-                raise ValueError(f"streaming calls (reset=False) must be at the model's rate, {self.sample_rate} Hz, "
-                                 f"got {rate} Hz: resample the stream, or use one-shot calls (reset=True), which "
-                                 "resample for you")
-            y = self._run(x, buffer_size)
+            y = self._stream(x, rate, buffer_size)
             withheld = max(0, self.reported_latency_samples - self._emitted)
             self._emitted += y.shape[1]
             y = y[:, min(withheld, y.shape[1]):]
         return self._from_internal(y.astype(np.float32, copy=False), layout, in_channels)
 
     __call__ = process
+
+    def process_delayed(self, input_array, sample_rate: float, buffer_size: int = 8192) -> np.ndarray:
+        """Streaming without withholding anything: the output has the input's length and is the
+        result delayed by ``reported_latency_samples`` (what a latent native plugin produces inside a
+        pedalboard chain before the chain trims its latency at the end). ``Chain`` uses this so that
+        the plugins after the separator always see full blocks."""
+        x, layout = self._to_internal(input_array)
+        in_channels = 1 if layout == "mono" else (np.asarray(input_array).shape[0 if layout == "first" else 1])
+        y = self._stream(x, int(round(float(sample_rate))), max(1, int(buffer_size)))
+        self._emitted += y.shape[1]
+        return self._from_internal(y.astype(np.float32, copy=False), layout, in_channels)
+
+    def _stream(self, x: np.ndarray, rate: int, buffer_size: int) -> np.ndarray:
+        if rate != self.sample_rate:
+            raise ValueError(f"streaming calls (reset=False) must be at the model's rate, {self.sample_rate} Hz, "
+                             f"got {rate} Hz: resample the stream, or use one-shot calls (reset=True), which "
+                             "resample for you")
+        return self._run(x, buffer_size)
 
     # ------------------------------------------------------------------ internals
     def _run(self, x: np.ndarray, buffer_size: int) -> np.ndarray:

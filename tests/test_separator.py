@@ -126,3 +126,14 @@ def test_reverb_on_vocals_with_a_real_model(tmp_path):
     assert sep(x, RATE).shape == (8, 20000)
     with pytest.raises(ValueError, match="latency must be one of"):
         StemSeparator.from_config(cfg, latency="fastest")
+
+
+def test_chain_streaming_with_a_stateful_plugin_matches_pedalboard(sep):
+    """Chain([sep, Reverb]) streamed equals pedalboard's own Pedalboard([AddLatency(L), Reverb]) streamed."""
+    x = noise(30000, seed=7)
+    ours = Chain([sep, Reverb(room_size=0.7)])
+    native = Pedalboard([AddLatency(sep.reported_latency_samples), Reverb(room_size=0.7)])
+    a = [ours(x[:, i:i + 512], RATE, buffer_size=512, reset=False) for i in range(0, x.shape[1], 512)]
+    b = [native(x[:, i:i + 512], RATE, buffer_size=512, reset=False) for i in range(0, x.shape[1], 512)]
+    assert [p.shape[1] for p in a] == [p.shape[1] for p in b]
+    np.testing.assert_allclose(np.concatenate(a, axis=1), np.concatenate(b, axis=1), atol=1e-5)
