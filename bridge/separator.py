@@ -81,8 +81,8 @@ class StemSeparator:
 
     ``sep.stems["vocals"].mute = True``; ``sep.stems["drums"].gain_db = -6``;
     ``sep.stems["vocals"].effects = Pedalboard([Reverb()])``; ``sep.mixer["monitor"]["vocals"]`` for
-    other buses. ``output`` picks what ``process`` returns: a bus name, or ``"stems"`` for every stem
-    on its own channels (stem-major: stem 0's channels first).
+    other buses. ``output`` picks what ``process`` returns: a bus name, ``"stems"`` for every stem on
+    its own channels (stem-major: stem 0's channels first), or ``"buses"`` for every bus likewise.
     """
 
     is_effect = True
@@ -105,8 +105,9 @@ class StemSeparator:
         self.mixer = StemMixer(self.stem_names, self.sample_rate, buses=buses, ramp_ms=ramp_ms,
                                channels=self.channels)
         self.output = output or self.mixer.bus_names[0]
-        if self.output != "stems" and self.output not in self.mixer.bus_names:
-            raise ValueError(f"output must be 'stems' or a bus ({', '.join(self.mixer.bus_names)}), got {output!r}")
+        if self.output not in ("stems", "buses") and self.output not in self.mixer.bus_names:
+            raise ValueError(f"output must be 'stems', 'buses' or a bus ({', '.join(self.mixer.bus_names)}), "
+                             f"got {output!r}")
         self.stems = {name: StemHandle(self, name) for name in self.stem_names}
         self.effects_block = int(effects_block)
         self._effects: dict[str, Any] = {}
@@ -206,7 +207,7 @@ class StemSeparator:
         return np.ascontiguousarray(cf, np.float32), layout
 
     def _from_internal(self, y: np.ndarray, layout: str, in_channels: int) -> np.ndarray:
-        if self.output != "stems" and y.shape[0] != in_channels:
+        if self.output not in ("stems", "buses") and y.shape[0] != in_channels:
             y = y.mean(axis=0, keepdims=True) if in_channels == 1 else np.repeat(y, in_channels, axis=0)
         if layout == "mono":
             return np.ascontiguousarray(y[0] if y.shape[0] == 1 else y)
@@ -263,7 +264,7 @@ class StemSeparator:
     def _run(self, x: np.ndarray, buffer_size: int) -> np.ndarray:
         """Delayed output for ``x`` (channels, n): (out channels, n), in ``buffer_size`` pieces."""
         n = x.shape[1]
-        width = len(self.stem_names) * self.channels if self.output == "stems" else self.channels
+        width = {"stems": len(self.stem_names), "buses": len(self.mixer.bus_names)}.get(self.output, 1) * self.channels
         out = np.zeros((width, n), np.float32)
         for pos in range(0, n, buffer_size):
             blk = x[:, pos:pos + buffer_size]
@@ -281,6 +282,8 @@ class StemSeparator:
         self.mixer.process(stems, buses, None if self._effects else dry)
         if self.output == "stems":
             return stems.reshape(-1, stems.shape[-1])
+        if self.output == "buses":
+            return buses.reshape(-1, buses.shape[-1])
         return buses[self.mixer.bus_names.index(self.output)]
 
     def _effect_stage(self, stems: np.ndarray, dry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

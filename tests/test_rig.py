@@ -55,7 +55,7 @@ def test_rig_sets_up_engine_stems_effects_and_buses(tmp_path, model_config):
     ({"model": {"config": "model.yaml"}, "buses": {"main": {"vocals": {"volume": 1}}}},
      "buses.main.vocals: unknown key volume"),
     ({"model": {"config": "model.yaml"}, "stems": {"drums": {"gain_db": 99}}}, "out of range"),
-    ({"model": {"config": "model.yaml"}, "output": "pa"}, "output must be 'stems' or a bus"),
+    ({"model": {"config": "model.yaml"}, "output": "pa"}, "output must be 'stems', 'buses' or a bus"),
 ])
 def test_bad_rigs_name_the_file_and_key(tmp_path, model_config, data, message):
     path = rig(tmp_path, data)

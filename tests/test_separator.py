@@ -124,6 +124,10 @@ def test_reverb_on_vocals_with_a_real_model(tmp_path):
     assert y.shape == x.shape and np.isfinite(y).all()
     sep.output = "stems"
     assert sep(x, RATE).shape == (8, 20000)
+    sep.output = "buses"
+    both = sep(x, RATE)
+    sep.output = "monitor"
+    np.testing.assert_allclose(both[2:], sep(x, RATE), atol=1e-6)
     with pytest.raises(ValueError, match="latency must be one of"):
         StemSeparator.from_config(cfg, latency="fastest")
 
