@@ -53,6 +53,14 @@ def db_to_fader(db: float) -> float:
     return min(1.0, max(0.0, f))
 
 
+def checked_db(where: str, value: float) -> float:
+    """A gain in dB from a control: NaN refused, at most +24 dB, -inf allowed (silence)."""
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{where}: gain_db must be a number, got NaN")
+    return min(24.0, value)
+
+
 def db_to_gain(db: float) -> float:
     return 0.0 if db == -math.inf else 10.0 ** (db / 20.0)
 
@@ -124,10 +132,7 @@ class StemControl:
 
     @gain_db.setter
     def gain_db(self, value: float) -> None:
-        value = float(value)
-        if math.isnan(value):
-            raise ValueError(f"{self.name}: gain_db must be a number, got NaN")
-        self._gain_db = min(24.0, value) if value != -math.inf else -math.inf
+        self._gain_db = checked_db(self.name, value)
         self._on_change()
 
     @property
@@ -181,7 +186,7 @@ class Bus:
 
     @gain_db.setter
     def gain_db(self, value: float) -> None:
-        self._gain_db = float(value)
+        self._gain_db = checked_db(f"bus {self.name}", value)
         self._on_change()
 
     def targets(self) -> np.ndarray:
