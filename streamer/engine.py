@@ -181,6 +181,7 @@ class StreamEngine:
             device=str(self.device), precision=self.precision, channels=self.channels, window=window, hop=hop,
             lookahead=lookahead, weights=self.weights, residual=self.residual_index, stems_out=len(self.stems),
             model_stems=len(self.model_stems), threads=threads or default_worker_threads(),
+            allowance=self.compute_allowance,
         )
         self._clear()
         self.reset_stats()
@@ -211,7 +212,7 @@ class StreamEngine:
         runner = WindowRunner(self.model, self.channels, self.window, self.device, self.precision)
         overlap = OverlapAdd(s["model_stems"], s["stems_out"], self.channels, self.window, self.hop,
                              self.lookahead, self.weights, self.residual_index)
-        return WindowWorker(self.buffers, runner, overlap, self.window, self.hop)
+        return WindowWorker(self.buffers, runner, overlap, self.window, self.hop, self.compute_allowance)
 
     def _clear(self) -> None:
         b = self.buffers

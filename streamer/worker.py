@@ -111,8 +111,10 @@ class WindowRunner:
 class WindowWorker:
     """Computes windows and publishes finished hop regions into the shared output ring."""
 
-    def __init__(self, buffers: SharedBuffers, runner: WindowRunner, overlap: OverlapAdd, window: int, hop: int):
+    def __init__(self, buffers: SharedBuffers, runner: WindowRunner, overlap: OverlapAdd, window: int, hop: int,
+                 allowance: int = 0):
         self.b = buffers
+        self.allowance = allowance  # samples between a window's input arriving and its region playing
         self.runner = runner
         self.overlap = overlap
         self.window, self.hop = window, hop
@@ -171,7 +173,7 @@ class WindowWorker:
         return ran
 
     def serve(self, poll: float = 0.0005) -> None:
-        """Real-time loop: run the newest due window; skip older ones that could only be late."""
+        """Real-time loop: run due windows in order, skipping those whose region already started playing."""
         b = self.b
         b.worker_state[READY] = 1
         while not b.worker_state[STOP]:
@@ -183,11 +185,14 @@ class WindowWorker:
             if fed < self.next_end:
                 time.sleep(poll)
                 continue
+            # the region of the window ending at e plays from when the input reaches e + allowance: a window
+            # past that point can only be late, so jump to the oldest one that can still make it
             newest = (fed // self.hop) * self.hop
-            if newest > self.next_end:  # behind: the older windows' regions are due before they could finish
-                b.worker_state[SKIPPED] += (newest - self.next_end) // self.hop
-                self.overlap.shift(newest - self.next_end)
-                self.next_end = newest
+            target = min(newest, -(-(fed - self.allowance) // self.hop) * self.hop)
+            if target > self.next_end:
+                b.worker_state[SKIPPED] += (target - self.next_end) // self.hop
+                self.overlap.shift(target - self.next_end)
+                self.next_end = target
             self.run_window(self.next_end, gen)
             self.next_end += self.hop
 
@@ -232,7 +237,7 @@ def build_worker(buffers: SharedBuffers, model: torch.nn.Module, s: dict) -> Win
     runner = WindowRunner(model, s["channels"], s["window"], device, s["precision"])
     overlap = OverlapAdd(s["model_stems"], s["stems_out"], s["channels"], s["window"], s["hop"], s["lookahead"],
                          s["weights"], s["residual"])
-    return WindowWorker(buffers, runner, overlap, s["window"], s["hop"])
+    return WindowWorker(buffers, runner, overlap, s["window"], s["hop"], s.get("allowance", 0))
 
 
 def default_worker_threads() -> int:
