@@ -131,7 +131,7 @@ def plot(results: list[Scores], rate: int, path: str, title: str = "") -> None:
 
     stream = sorted((r for r in results if r.setting.stream is not None), key=lambda r: r.setting.realtime_latency)
     offline = next((r for r in results if r.setting.name == "offline"), None)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, stem in enumerate(stems + ["mean"]):
         if stem == "mean":
@@ -147,12 +147,13 @@ def plot(results: list[Scores], rate: int, path: str, title: str = "") -> None:
             ax.axhline(off, linestyle="--", linewidth=1, **{k: v for k, v in style.items() if k == "color"})
         for x, y, r in zip(xs, ys, stream):
             if stem == "mean":
-                ax.annotate(r.setting.name, (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+                ax.annotate(r.setting.name, (x, y), textcoords="offset points", xytext=(0, -14), fontsize=8,
+                            ha="center")
     ax.set_xlabel("live latency (ms): look-ahead + hop + one-hop compute allowance")
     ax.set_ylabel("SDR (dB, median per second)")
     ax.set_title(title or "Separation quality against latency (dashed: offline)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
