@@ -268,11 +268,8 @@ def cmd_demo(args) -> int:
     residual = "other" if "other" in config.stems else None
     engine = streamer.StreamEngine.from_config(config, model, preset=args.preset, residual=residual)
     t0 = time.perf_counter()
-    outs = [engine.process(mix[:, i:i + args.block]) for i in range(0, mix.shape[1], args.block)]
-    latency = engine.latency_samples
-    outs.append(engine.flush())
+    est = engine.separate(mix, args.block)
     took = time.perf_counter() - t0
-    est = np.concatenate(outs, axis=-1)[..., latency:latency + mix.shape[1]]
     stems = {name: est[i] for i, name in enumerate(engine.stems)}
     vocal = "vocals" if "vocals" in stems else engine.stems[0]
     karaoke = np.sum([v for k, v in stems.items() if k != vocal], axis=0)
@@ -396,7 +393,7 @@ def _bench_engines(args, config, model):
         elif base.crossfade == "msst" and not (args.hop or args.window or args.lookahead is not None):
             crossfade = "msst"
         else:
-            crossfade = min(hop, lookahead, round(0.01 * rate))
+            crossfade = None  # the engine's default: 10 ms, or less to fit the hop and look-ahead
         allowance = round(args.allowance * rate) if args.allowance is not None else None
         yield streamer.StreamEngine(
             model, config.stems, rate, window=window, hop=hop, lookahead=lookahead, crossfade=crossfade,

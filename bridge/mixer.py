@@ -254,8 +254,6 @@ class StemMixer:
 
     def _changed(self) -> None:
         # called from control threads: compute the new targets and publish them with a version bump
-        if not hasattr(self, "_pending"):
-            return
         with self._lock:
             for i, b in enumerate(self.bus_names):
                 self._pending[i] = self.buses[b].targets()

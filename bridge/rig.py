@@ -150,10 +150,7 @@ def load_rig(path: str | os.PathLike):
         kwargs["crossfade"] = int(round(_number(f"{path}: engine.crossfade_ms", engine.pop("crossfade_ms"), 0)
                                         * rate / 1000))
     if ("hop" in kwargs or "window" in kwargs or "lookahead" in kwargs) and "crossfade" not in kwargs:
-        base_settings = streamer.preset_settings(preset, config)
-        hop = kwargs.get("hop", base_settings.hop)
-        look = kwargs.get("lookahead", base_settings.lookahead)
-        kwargs["crossfade"] = min(hop, look, int(0.01 * rate))
+        kwargs["crossfade"] = None  # the preset's crossfade may not fit the new lengths: the engine's default does
     residual = engine.pop("residual", "other")
     stems_cfg = _check_keys(f"{path}: stems", data.get("stems"), set(config.stems) | ({residual} - {None}))
     buses_cfg = data.get("buses") or {"main": {}}

@@ -11,6 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from bridge import StemSeparator
+from streamer.audio import load_stems
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SONG = os.path.join(REPO, "examples", "song")
@@ -22,8 +23,7 @@ def main() -> None:
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    mix = np.sum([sf.read(os.path.join(SONG, f"{s}.flac"), dtype="float32")[0].T
-                  for s in ("vocals", "drums", "bass", "other")], axis=0)
+    mix = load_stems(SONG, ["vocals", "drums", "bass", "other"], 44100, 2).sum(axis=0)
 
     sep = StemSeparator.from_rig(args.rig)
     buses = {}

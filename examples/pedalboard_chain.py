@@ -13,6 +13,7 @@ import soundfile as sf
 from pedalboard import Compressor, HighpassFilter
 
 from bridge import Chain, StemSeparator
+from streamer.audio import load_stems
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIG = os.path.join(REPO, "configs", "demo", "demo_bs_roformer_64x2.yaml")
@@ -24,8 +25,8 @@ def main() -> None:
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    stems = [sf.read(os.path.join(SONG, f"{s}.flac"), dtype="float32")[0] for s in ("vocals", "drums", "bass", "other")]
-    audio = np.sum(stems, axis=0)  # (frames, channels): pedalboard takes either layout
+    audio = load_stems(SONG, ["vocals", "drums", "bass", "other"], 44100, 2).sum(axis=0).T  # (frames, channels):
+    # pedalboard takes either layout
 
     sep = StemSeparator.from_config(CONFIG, checkpoint=CONFIG.replace(".yaml", ".ckpt"), latency="balanced")
     sep.stems["drums"].gain_db = -6

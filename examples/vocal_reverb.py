@@ -5,11 +5,11 @@
 import argparse
 import os
 
-import numpy as np
 import soundfile as sf
 from pedalboard import Delay, Pedalboard, Reverb
 
 from bridge import StemSeparator
+from streamer.audio import load_stems
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIG = os.path.join(REPO, "configs", "demo", "demo_bs_roformer_64x2.yaml")
@@ -21,8 +21,7 @@ def main() -> None:
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    mix = np.sum([sf.read(os.path.join(SONG, f"{s}.flac"), dtype="float32")[0].T
-                  for s in ("vocals", "drums", "bass", "other")], axis=0)
+    mix = load_stems(SONG, ["vocals", "drums", "bass", "other"], 44100, 2).sum(axis=0)
 
     sep = StemSeparator.from_config(CONFIG, checkpoint=CONFIG.replace(".yaml", ".ckpt"), latency="balanced")
     sep.stems["vocals"].effects = Pedalboard([Delay(delay_seconds=0.25, feedback=0.3, mix=0.2),

@@ -117,3 +117,43 @@ def _format_for(ext: str) -> str:
     if fmt is None:
         raise AudioError(f"unsupported output format '{ext}' (use wav, flac, ogg or aiff)")
     return fmt
+
+
+STEM_EXTENSIONS = (".wav", ".flac")
+
+
+def stem_path(folder: str, stem: str) -> str | None:
+    """``folder/stem.wav`` or ``folder/stem.flac``, whichever exists (None if neither)."""
+    for ext in STEM_EXTENSIONS:
+        path = os.path.join(folder, stem + ext)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def song_folders(paths: list[str], stems: list[str]) -> list[str]:
+    """Song folders (MUSDB18-HQ layout: a wav or flac per stem) under the given folders, sorted."""
+    found = []
+    for root in paths:
+        if not os.path.isdir(root):
+            raise AudioError(f"data folder not found: {root}")
+        for name in sorted(os.listdir(root)):
+            folder = os.path.join(root, name)
+            if os.path.isdir(folder) and all(stem_path(folder, s) for s in stems):
+                found.append(folder)
+    if not found:
+        raise AudioError(f"no song folders with {', '.join(s + '.wav' for s in stems)} under {', '.join(paths)}")
+    return found
+
+
+def load_stems(folder: str, stems: list[str], rate: int, channels: int) -> np.ndarray:
+    """(stems, channels, samples) float32 at ``rate`` from a song folder, cut to the shortest stem."""
+    arrays = []
+    for s in stems:
+        path = stem_path(folder, s)
+        if path is None:
+            raise AudioError(f"{folder}: no {s}.wav or {s}.flac")
+        data, sr = read_audio(path)
+        arrays.append(adapt_channels(resample(data, sr, rate), channels, path))
+    n = min(a.shape[1] for a in arrays)
+    return np.stack([a[:, :n] for a in arrays])

@@ -58,6 +58,18 @@ def chunk_weights(chunk_size: int, starts: list[int], step: int, padded: int) ->
     return out
 
 
+def model_stems_output(out: torch.Tensor, length: int) -> torch.Tensor:
+    """A model's output as float (batch, stems, channels, length): older single-output models give
+    (batch, channels, L); Mel models without match_input_audio_length give hop * floor(L / hop)
+    samples, padded here with zeros as MSST does."""
+    if out.ndim == 3:
+        out = out.unsqueeze(1)
+    out = out.float()
+    if out.shape[-1] < length:
+        out = F.pad(out, (0, length - out.shape[-1]))
+    return out[..., :length]
+
+
 def _model_dtype_device(model: Model) -> tuple[torch.device, torch.dtype]:
     if isinstance(model, torch.nn.Module):
         p = next(model.parameters(), None)
@@ -129,12 +141,7 @@ def demix(
                     part = F.pad(part.unsqueeze(0), (0, chunk_size - n), mode=mode).squeeze(0)
                 chunks.append(part)
                 sizes.append(n)
-            out = model(torch.stack(chunks).to(device))
-            if out.ndim == 3:  # (B, S, L) from single-output models of older code
-                out = out.unsqueeze(1)
-            out = out.float().cpu()
-            if out.shape[-1] < chunk_size:  # Mel models without match_input_audio_length
-                out = F.pad(out, (0, chunk_size - out.shape[-1]))
+            out = model_stems_output(model(torch.stack(chunks).to(device)), chunk_size).cpu()
             if result is None:
                 result = torch.zeros(out.shape[1], mix.shape[0], padded)
             for j, (s, n) in enumerate(zip(batch_starts, sizes)):

@@ -26,9 +26,9 @@ import torch
 
 from . import rtkernels as rt
 from .config import Config
-from .overlap import OverlapAdd, window_weights
+from .overlap import window_weights
 from .worker import (FAILED, LATE, NONFINITE_OUT, READY, SKIPPED, STOP, TIMES, TIMES_CAPACITY, WINDOWS,
-                     SharedBuffers, WindowRunner, WindowWorker, build_worker, default_worker_threads,
+                     SharedBuffers, WindowWorker, build_worker, default_worker_threads,
                      process_main, serve_guarded, warm_up_runner)
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ class StreamSettings:
         fade = self.crossfade if self.crossfade == "msst" else ms(self.crossfade)
         return (f"window {ms(self.window)}, hop {ms(self.hop)}, look-ahead {ms(self.lookahead)}, "
                 f"crossfade {fade}")
+
+
+def default_crossfade(hop: int, lookahead: int, sample_rate: int) -> int:
+    """10 ms, or less when the hop or the look-ahead is shorter (the crossfade must fit in both)."""
+    return min(lookahead, hop, int(0.01 * sample_rate))
 
 
 def _round_to(n: float, multiple: int) -> int:
@@ -130,7 +135,7 @@ class StreamEngine:
             raise ValueError(f"lookahead + hop ({lookahead} + {hop}) cannot exceed the window ({window}): the window "
                              "must hold the hop region and its look-ahead")
         if crossfade is None:
-            crossfade = min(lookahead, hop, int(0.01 * self.sample_rate))
+            crossfade = default_crossfade(hop, lookahead, self.sample_rate)
         self.settings = StreamSettings(window, hop, lookahead, crossfade)
         self.weights = window_weights(window, hop, lookahead, crossfade)
         self.window, self.hop, self.lookahead = window, hop, lookahead
@@ -190,9 +195,8 @@ class StreamEngine:
         self._process = None
         rt.warm_up()
         if not (self.realtime and worker == "process"):
-            self.model = model.to(self.device).eval() if isinstance(model, torch.nn.Module) else model
-            self._inline = build_worker(self.buffers, self.model, self._worker_settings) \
-                if isinstance(self.model, torch.nn.Module) else self._plain_worker()
+            self._inline = build_worker(self.buffers, model, self._worker_settings)
+            self.model = self._inline.runner.model
             warm_up_runner(self._inline.runner, len(self.model_stems), self.channels, self.window)
 
     # ------------------------------------------------------------------ set-up helpers
@@ -206,13 +210,6 @@ class StreamEngine:
         opts = dict(window=s.window, hop=s.hop, lookahead=s.lookahead, crossfade=s.crossfade)
         opts.update(kwargs)
         return cls(model, config.stems, config.sample_rate, channels=config.channels, **opts)
-
-    def _plain_worker(self) -> WindowWorker:
-        s = self._worker_settings
-        runner = WindowRunner(self.model, self.channels, self.window, self.device, self.precision)
-        overlap = OverlapAdd(s["model_stems"], s["stems_out"], self.channels, self.window, self.hop,
-                             self.lookahead, self.weights, self.residual_index)
-        return WindowWorker(self.buffers, runner, overlap, self.window, self.hop, self.compute_allowance)
 
     def _clear(self) -> None:
         b = self.buffers
@@ -354,6 +351,13 @@ class StreamEngine:
         out = np.empty((len(self.stems), self.channels, block.shape[1]), np.float32)
         self._process_into(block, out)
         return out
+
+    def separate(self, audio: np.ndarray, block: int = 4096) -> np.ndarray:
+        """A whole recording fed in ``block``-frame pieces, then flushed: (stems, channels, n) aligned
+        with ``audio`` (the latency removed). The engine is reset afterwards."""
+        outs = [self.process(audio[:, i:i + block]) for i in range(0, audio.shape[1], block)]
+        outs.append(self.flush())
+        return np.concatenate(outs, axis=-1)[..., self.latency_samples:self.latency_samples + audio.shape[1]]
 
     def process_into(self, block: np.ndarray, out: np.ndarray, dry: np.ndarray | None = None) -> None:
         """``process`` without allocating: writes into ``out`` (stems, channels, n) float32, and into

@@ -7,19 +7,17 @@ per-second SDR (MUSDB convention) and the whole-track uSDR (SDX23 convention).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
 from .config import Config
 from .demix import demix
-from .engine import StreamEngine, StreamSettings, preset_settings
+from .engine import StreamEngine, StreamSettings, default_crossfade, preset_settings
+from .audio import load_stems, song_folders, stem_path
 from .metrics import sdr_median_per_second, usdr
-from .train import load_stems, song_folders
 
 
 @dataclass
@@ -55,7 +53,7 @@ def settings_list(config: Config, presets: list[str], explicit: list[tuple[float
         out.append(Setting(name, s, s.lookahead + 2 * s.hop))
     for window, hop, lookahead in explicit:
         w, h, a = (int(round(v * rate)) for v in (window, hop, lookahead))
-        s = StreamSettings(w, h, a, min(h, a, int(0.01 * rate)))
+        s = StreamSettings(w, h, a, default_crossfade(h, a, rate))
         out.append(Setting(f"w{window:g}/h{hop:g}/a{lookahead:g}", s, a + 2 * h))
     return out
 
@@ -67,10 +65,7 @@ def separate_with(model, config: Config, setting: Setting, mix: np.ndarray, bloc
     s = setting.stream
     engine = StreamEngine(model, config.stems, config.sample_rate, window=s.window, hop=s.hop, lookahead=s.lookahead,
                           crossfade=s.crossfade, channels=config.channels)
-    outs = [engine.process(mix[:, i:i + block]) for i in range(0, mix.shape[1], block)]
-    latency = engine.latency_samples
-    outs.append(engine.flush())
-    return np.concatenate(outs, axis=-1)[..., latency:latency + mix.shape[1]]
+    return engine.separate(mix, block)
 
 
 def evaluate(model: torch.nn.Module, config: Config, data: list[str], settings: list[Setting],
@@ -87,8 +82,7 @@ def evaluate(model: torch.nn.Module, config: Config, data: list[str], settings: 
         truth = load_stems(folder, stems, rate, config.channels)
         if seconds:
             truth = truth[..., : int(seconds * rate)]
-        mix_path = os.path.join(folder, "mixture.wav")
-        if os.path.exists(mix_path):
+        if stem_path(folder, "mixture"):
             mix = load_stems(folder, ["mixture"], rate, config.channels)[0][..., : truth.shape[-1]]
         else:
             mix = truth.sum(axis=0)
@@ -181,7 +175,3 @@ def spectrogram_png(signals: dict[str, np.ndarray], rate: int, path: str) -> Non
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def write_wav(path: str, audio: np.ndarray, rate: int) -> None:
-    sf.write(path, np.asarray(audio).T, rate, subtype="FLOAT")

@@ -1,7 +1,7 @@
 """Training a small Roformer on stems in MUSDB18-HQ layout (``stemstream train``).
 
-Data: folders with one sub-folder per song holding ``vocals.wav``, ``drums.wav``, ``bass.wav``,
-``other.wav`` (``mixture.wav`` is not needed: mixtures are made by random remixing). Each training
+Data: folders with one sub-folder per song holding ``vocals``, ``drums``, ``bass`` and ``other`` as
+.wav or .flac (a mixture is not needed: mixtures are made by random remixing). Each training
 example takes every stem from a random song at a random offset with a random gain and channel
 swap, so the model sees far more mixtures than there are songs.
 
@@ -21,15 +21,13 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .audio import adapt_channels, resample
+from .audio import load_stems, song_folders
 from .config import Config
 from .demix import demix
-from .errors import StemstreamError
 from .metrics import sdr_median_per_second
 
 log = logging.getLogger(__name__)
@@ -47,31 +45,6 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     grad_clip: float = 5.0
-
-
-def song_folders(paths: list[str], stems: list[str]) -> list[str]:
-    """Song folders (those holding every stem's wav) under the given folders, sorted."""
-    found = []
-    for root in paths:
-        if not os.path.isdir(root):
-            raise StemstreamError(f"data folder not found: {root}")
-        for name in sorted(os.listdir(root)):
-            folder = os.path.join(root, name)
-            if os.path.isdir(folder) and all(os.path.exists(os.path.join(folder, f"{s}.wav")) for s in stems):
-                found.append(folder)
-    if not found:
-        raise StemstreamError(f"no song folders with {', '.join(s + '.wav' for s in stems)} under {', '.join(paths)}")
-    return found
-
-
-def load_stems(folder: str, stems: list[str], rate: int, channels: int) -> np.ndarray:
-    """(stems, channels, samples) float32 at ``rate``."""
-    arrays = []
-    for s in stems:
-        data, sr = sf.read(os.path.join(folder, f"{s}.wav"), dtype="float32", always_2d=True)
-        arrays.append(adapt_channels(resample(np.ascontiguousarray(data.T), sr, rate), channels, folder))
-    n = min(a.shape[1] for a in arrays)
-    return np.stack([a[:, :n] for a in arrays])
 
 
 class RemixDataset:

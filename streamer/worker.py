@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .demix import autocast_context
+from .demix import autocast_context, model_stems_output
 from .overlap import OverlapAdd
 from .rtkernels import FED, GENERATION, TAG_SHIFT
 from .rtkernels import CUR_HOP as AUDIO_CUR_HOP
@@ -100,12 +100,7 @@ class WindowRunner:
         with torch.inference_mode(), autocast_context(self.device, self.precision):
             x = self.host.to(self.device, non_blocking=True)
             out = self.model(x)
-        if out.ndim == 3:  # (B, S, L) from single-output models of older code
-            out = out.unsqueeze(1)
-        out = out[0].float()
-        if out.shape[-1] < self.window:  # Mel models without match_input_audio_length
-            out = torch.nn.functional.pad(out, (0, self.window - out.shape[-1]))
-        return out[..., : self.window].cpu().numpy()
+        return model_stems_output(out, self.window)[0].cpu().numpy()
 
 
 class WindowWorker:
@@ -231,9 +226,12 @@ def warm_up_runner(runner: WindowRunner, stems: int, channels: int, window: int)
     runner(np.zeros((channels, window), np.float32))
 
 
-def build_worker(buffers: SharedBuffers, model: torch.nn.Module, s: dict) -> WindowWorker:
+def build_worker(buffers: SharedBuffers, model, s: dict) -> WindowWorker:
+    """The worker for ``model`` (an nn.Module is moved to the device and put in eval mode; any other
+    callable is used as it is)."""
     device = torch.device(s["device"])
-    model = model.to(device).eval()
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
     runner = WindowRunner(model, s["channels"], s["window"], device, s["precision"])
     overlap = OverlapAdd(s["model_stems"], s["stems_out"], s["channels"], s["window"], s["hop"], s["lookahead"],
                          s["weights"], s["residual"])
