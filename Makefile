@@ -24,8 +24,8 @@ test: $(STAMP) synth-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/stemstream bench-model --config ../shared/reference/msst-configs/config_vocals_bs_roformer.yaml \
-		--config ../shared/reference/msst-configs/config_vocals_mel_band_roformer.yaml --seconds 0.5 1 2 2.98
+	$(VENV)/bin/stemstream bench-model --config tests/data/msst-configs/config_vocals_bs_roformer.yaml \
+		--config tests/data/msst-configs/config_vocals_mel_band_roformer.yaml --seconds 0.5 1 2 2.98
 
 clean:
 	rm -rf $(VENV) out

@@ -11,10 +11,10 @@ import numpy as np
 import soundfile as sf
 
 from bridge import StemSeparator
+from streamer.assets import DEMO_SONG, DEMO_STEMS
 from streamer.audio import load_stems
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SONG = os.path.join(REPO, "examples", "song")
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    mix = load_stems(SONG, ["vocals", "drums", "bass", "other"], 44100, 2).sum(axis=0)
+    mix = load_stems(DEMO_SONG, list(DEMO_STEMS), 44100, 2).sum(axis=0)
 
     sep = StemSeparator.from_rig(args.rig)
     buses = {}

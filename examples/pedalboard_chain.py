@@ -13,11 +13,9 @@ import soundfile as sf
 from pedalboard import Compressor, HighpassFilter
 
 from bridge import Chain, StemSeparator
+from streamer.assets import DEMO_CHECKPOINT, DEMO_CONFIG, DEMO_SONG, DEMO_STEMS
 from streamer.audio import load_stems
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CONFIG = os.path.join(REPO, "configs", "demo", "demo_bs_roformer_64x2.yaml")
-SONG = os.path.join(REPO, "examples", "song")
 
 
 def main() -> None:
@@ -25,10 +23,10 @@ def main() -> None:
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    audio = load_stems(SONG, ["vocals", "drums", "bass", "other"], 44100, 2).sum(axis=0).T  # (frames, channels):
+    audio = load_stems(DEMO_SONG, list(DEMO_STEMS), 44100, 2).sum(axis=0).T  # (frames, channels):
     # pedalboard takes either layout
 
-    sep = StemSeparator.from_config(CONFIG, checkpoint=CONFIG.replace(".yaml", ".ckpt"), latency="balanced")
+    sep = StemSeparator.from_config(DEMO_CONFIG, checkpoint=DEMO_CHECKPOINT, latency="balanced")
     sep.stems["drums"].gain_db = -6
     chain = Chain([HighpassFilter(40), sep, Compressor(threshold_db=-18, ratio=3)])
     print(f"{chain}: latency {chain.reported_latency_samples} samples "

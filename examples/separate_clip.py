@@ -13,15 +13,13 @@ import numpy as np
 import soundfile as sf
 
 import streamer
-from streamer.testsignals import generated_clip
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO = os.path.join(HERE, "..", "configs", "demo", "demo_bs_roformer_64x2.yaml")
+from streamer.assets import DEMO_CONFIG
+from streamer.lab.testsignals import generated_clip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEMO)
+    parser.add_argument("--config", default=DEMO_CONFIG)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--out", default="out/example")

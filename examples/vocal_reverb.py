@@ -9,11 +9,9 @@ import soundfile as sf
 from pedalboard import Delay, Pedalboard, Reverb
 
 from bridge import StemSeparator
+from streamer.assets import DEMO_CHECKPOINT, DEMO_CONFIG, DEMO_SONG, DEMO_STEMS
 from streamer.audio import load_stems
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CONFIG = os.path.join(REPO, "configs", "demo", "demo_bs_roformer_64x2.yaml")
-SONG = os.path.join(REPO, "examples", "song")
 
 
 def main() -> None:
@@ -21,9 +19,9 @@ def main() -> None:
     parser.add_argument("--out", default="out/examples")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    mix = load_stems(SONG, ["vocals", "drums", "bass", "other"], 44100, 2).sum(axis=0)
+    mix = load_stems(DEMO_SONG, list(DEMO_STEMS), 44100, 2).sum(axis=0)
 
-    sep = StemSeparator.from_config(CONFIG, checkpoint=CONFIG.replace(".yaml", ".ckpt"), latency="balanced")
+    sep = StemSeparator.from_config(DEMO_CONFIG, checkpoint=DEMO_CHECKPOINT, latency="balanced")
     sep.stems["vocals"].effects = Pedalboard([Delay(delay_seconds=0.25, feedback=0.3, mix=0.2),
                                               Reverb(room_size=0.85, wet_level=0.35)])
     sep.stems["vocals"].gain_db = 2.0

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "reference"
-MSST_CONFIGS = SHARED / "msst-configs"
-SHAPES_JSON = SHARED / "state-dict-shapes.json"
+DATA = pathlib.Path(__file__).resolve().parent / "data"   # the project's own copy of the reference data
+MSST_CONFIGS = DATA / "msst-configs"
+SHAPES_JSON = DATA / "state-dict-shapes.json"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

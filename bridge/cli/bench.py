@@ -1,0 +1,160 @@
+"""The benchmark commands: ``bench`` (the engine at real-time pace), ``bench-model`` (forward time per
+chunk) and ``bench-mixer`` (the stem mixer per block). They print numbers; BENCHMARKS.md keeps them."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from streamer.assets import DEMO_CONFIG
+
+from .common import add_preset_arg, shown_path
+
+
+def register(sub) -> None:
+    sb = sub.add_parser(
+        "bench", help="stream audio through the engine at real-time pace and report latency, speed and misses",
+        description="Feeds a generated clip at real-time pace through a simulated audio callback (--block frames) "
+                    "into the streaming engine in real-time mode and prints the settings, the latency (total and "
+                    "parts), inference time per hop, the real-time factor, deadline misses and the audio-side "
+                    "cost per block. Settings come from --preset, overridden by --window/--hop/--lookahead.",
+    )
+    sb.add_argument("--config", default=DEMO_CONFIG,
+                    help="model config (default: the demo model's, a 4-stem BS-RoFormer 64x2; random weights)")
+    sb.add_argument("--checkpoint", help="weights (default: random; speed does not depend on them)")
+    add_preset_arg(sb, "latency preset the settings start from")
+    sb.add_argument("--window", type=float, help="window in seconds")
+    sb.add_argument("--hop", type=float, nargs="+",
+                    help="hop in seconds; several values run one after another (to find the smallest that keeps up)")
+    sb.add_argument("--lookahead", type=float, help="look-ahead in seconds (default with --hop: one hop)")
+    sb.add_argument("--crossfade-ms", type=float, help="crossfade between windows in ms (default: 10, or less)")
+    sb.add_argument("--allowance", type=float, help="compute allowance in seconds (default: one hop)")
+    sb.add_argument("--seconds", type=float, default=60.0, help="length of the stream (default 60)")
+    sb.add_argument("--block", type=int, default=256, help="frames per simulated callback (default 256)")
+    sb.add_argument("--worker", choices=["thread", "process"], default="process",
+                    help="where inference runs (default: process, see README)")
+    sb.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    sb.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on CUDA")
+    sb.add_argument("--threads", type=int, help="torch threads of the inference worker (default: cores - 1)")
+    sb.set_defaults(func=cmd_bench)
+
+    bm = sub.add_parser("bench-model", help="time one forward pass per chunk length",
+                        description="Prints the median time of one forward call of the model (random weights "
+                                    "unless --checkpoint) for each chunk length.")
+    bm.add_argument("--config", action="append", required=True, help="config YAML (repeatable)")
+    bm.add_argument("--seconds", type=float, nargs="+", default=[1.0, 2.0, 2.98], help="chunk lengths in seconds")
+    bm.add_argument("--repeats", type=int, default=3)
+    bm.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    bm.add_argument("--device", default="cpu")
+    bm.set_defaults(func=cmd_bench_model)
+
+    bx = sub.add_parser("bench-mixer", help="time the stem mixer per audio block",
+                        description="Times StemMixer.process (gain ramps, mute/solo, meters) per block with "
+                                    "changing controls and prints the median and p99.")
+    bx.add_argument("--stems", type=int, default=4)
+    bx.add_argument("--buses", type=int, default=2)
+    bx.add_argument("--block", type=int, default=256)
+    bx.add_argument("--blocks", type=int, default=20000)
+    bx.set_defaults(func=cmd_bench_mixer)
+
+
+def _bench_engines(args: argparse.Namespace, config, model):
+    """One engine per requested hop (or the preset's), in real-time mode."""
+    from streamer.inference.runner import resolve_device
+    from streamer.stream.engine import StreamEngine
+    from streamer.stream.settings import MSST_CROSSFADE, preset_settings, seconds_to_samples
+
+    rate = config.sample_rate
+    base = preset_settings(args.preset, config)
+    hops = [seconds_to_samples("--hop", h, rate) for h in args.hop] if args.hop else [base.hop]
+    for hop in hops:
+        window = seconds_to_samples("--window", args.window, rate) if args.window else base.window
+        if args.lookahead is not None:
+            lookahead = seconds_to_samples("--lookahead", args.lookahead, rate)
+        else:
+            lookahead = hop if args.hop else base.lookahead
+        if args.crossfade_ms is not None:
+            crossfade = seconds_to_samples("--crossfade-ms", args.crossfade_ms / 1000, rate)
+        elif base.crossfade == MSST_CROSSFADE and not (args.hop or args.window or args.lookahead is not None):
+            crossfade = MSST_CROSSFADE
+        else:
+            crossfade = None  # the engine's default: 10 ms, or less to fit the hop and look-ahead
+        allowance = seconds_to_samples("--allowance", args.allowance, rate) if args.allowance is not None else None
+        yield StreamEngine(
+            model, config.stems, rate, window=window, hop=hop, lookahead=lookahead, crossfade=crossfade,
+            residual=config.stems[-1], device=resolve_device(args.device), precision=args.precision,
+            realtime=True, worker=args.worker, compute_allowance=allowance, threads=args.threads,
+            channels=config.channels)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from streamer.inference.loader import load_model
+    from streamer.inference.runner import resolve_device
+    from streamer.lab.benchmarks import run_realtime
+
+    resolve_device(args.device)  # refuse a device this machine lacks before any work
+    loaded = load_model(args.config, args.checkpoint, seed=0)
+    config, model = loaded.config, loaded.model
+    rate = config.sample_rate
+    ms = lambda n: 1000.0 * n / rate  # noqa: E731
+    print(f"model: {shown_path(args.config)} ({config.model_type}, {loaded.num_parameters:,} "
+          f"parameters, stems {', '.join(config.stems)}); torch {torch.__version__}; {args.seconds:.0f} s of audio "
+          f"in {args.block}-frame callbacks ({ms(args.block):.1f} ms) at real-time pace; worker: {args.worker}")
+    results = []
+    for engine in _bench_engines(args, config, model):
+        with engine:
+            print(f"\n{engine.settings.describe(rate)}; device {engine.device}, {engine.precision}")
+            p = engine.latency_parts
+            print(f"  latency {ms(p['total']):.0f} ms = look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f} "
+                  f"(algorithmic {ms(p['algorithmic']):.0f}) + compute allowance {ms(p['compute']):.0f} ms")
+            r = run_realtime(engine, args.seconds, args.block)
+        st, sm = r.stats, r.summary()
+        print(f"  inference per hop: median {st['infer_ms_median']:.1f} ms, p99 {st['infer_ms_p99']:.1f} ms, "
+              f"max {st['infer_ms_max']:.1f} ms over {st['hops']} hops; real-time factor {st['realtime_factor']:.3f}")
+        print(f"  deadline misses {st['deadline_misses']} (late results {st['late_results']}, skipped windows "
+              f"{st['skipped_windows']})")
+        print(f"  audio side per {args.block}-frame block: median {sm['cost_us_median']:.0f} us, "
+              f"p99 {sm['cost_us_p99']:.0f} us, max {sm['cost_us_max']:.0f} us; callback start late p99 "
+              f"{sm['wake_late_us_p99']:.0f} us, max {sm['wake_late_us_max']:.0f} us; overruns {sm['overruns']}")
+        if st["error"]:
+            print(f"  worker error: {st['error']}")
+        results.append((engine.hop, st["deadline_misses"]))
+    if len(results) > 1:
+        ok = [h for h, misses in results if misses == 0]
+        print(f"\nsmallest hop with zero misses: {ms(min(ok)):.0f} ms" if ok else "\nno hop ran without misses")
+    return 0
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from streamer.inference.loader import load_model
+    from streamer.lab.benchmarks import time_chunks
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+          f"repeats {args.repeats} (median)")
+    print(f"{'config':<44} {'chunk s':>8} {'frames':>7} {'ms/chunk':>10} {'x real time':>12}")
+    for path in args.config:
+        loaded = load_model(path, device=args.device, seed=0)
+        config = loaded.config
+        for r in time_chunks(loaded.model, config.sample_rate, args.seconds, repeats=args.repeats,
+                             device=loaded.device):
+            frames = r.samples // config.stft_hop + 1
+            print(f"{os.path.basename(path):<44} {r.seconds:>8.2f} {frames:>7d} {r.median * 1e3:>10.1f} "
+                  f"{r.realtime_factor:>12.3f}")
+    return 0
+
+
+def cmd_bench_mixer(args: argparse.Namespace) -> int:
+    from ..mix.bench import time_mixer
+
+    t = time_mixer(args.stems, args.buses, args.block, args.blocks) * 1e6
+    print(f"StemMixer.process: {args.stems} stems, {args.buses} buses, {args.block}-frame blocks, {args.blocks} blocks "
+          f"(a gain change every 100): median {np.median(t):.1f} us, p99 {np.percentile(t, 99):.1f} us, "
+          f"max {t.max():.1f} us; block period {1e6 * args.block / 44100:.0f} us")
+    return 0

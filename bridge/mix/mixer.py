@@ -1,0 +1,299 @@
+"""Stem mixer: per-stem gain, fader, mute and solo on named output buses, click-free, with meters.
+
+Controls can be changed at any time from any thread (an OSC server, a UI): a change only sets a
+target, and the audio side moves each gain to its target with a linear ramp of ``ramp_ms`` at block
+boundaries, so nothing clicks. Solo is additive, as on a mixing desk: when any stem of a bus is
+soloed, only the soloed stems are heard on that bus (mute still wins).
+
+Fader law (``fader``, 0..1, as X32/M32 consoles and TouchOSC faders use it): four linear segments
+in dB, 1.0 = +10 dB, 0.75 = 0 dB (unity), 0.5 = -10 dB, 0.25 = -30 dB, 0.0625 = -60 dB, 0 = off.
+
+With every gain of a bus at unity and nothing muted or soloed, the bus is the delayed input itself,
+bit for bit (when the engine has a residual stem, the stems sum to it), as DJ hardware passes the
+signal through untouched when nothing is engaged.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Iterable, Sequence
+
+import numpy as np
+from numba import njit
+
+from streamer.errors import SettingsError
+
+SILENCE_DB = -120.0
+
+
+def fader_to_db(fader: float) -> float:
+    """X32 fader law: 0..1 -> dB (-inf at 0)."""
+    f = min(1.0, max(0.0, float(fader)))
+    if f >= 0.5:
+        return 40.0 * f - 30.0
+    if f >= 0.25:
+        return 80.0 * f - 50.0
+    if f >= 0.0625:
+        return 160.0 * f - 70.0
+    if f > 0.0:
+        return 480.0 * f - 90.0
+    return -math.inf
+
+
+def db_to_fader(db: float) -> float:
+    """Inverse of ``fader_to_db`` (clamped to 0..1)."""
+    if db == -math.inf or db <= -90.0:
+        return 0.0
+    if db >= -10.0:
+        f = (db + 30.0) / 40.0
+    elif db >= -30.0:
+        f = (db + 50.0) / 80.0
+    elif db >= -60.0:
+        f = (db + 70.0) / 160.0
+    else:
+        f = (db + 90.0) / 480.0
+    return min(1.0, max(0.0, f))
+
+
+def checked_db(where: str, value: float) -> float:
+    """A gain in dB from a control: NaN refused, at most +24 dB, -inf allowed (silence)."""
+    value = float(value)
+    if math.isnan(value):
+        raise SettingsError(f"{where}: gain_db must be a number, got NaN")
+    return min(24.0, value)
+
+
+def db_to_gain(db: float) -> float:
+    return 0.0 if db == -math.inf else 10.0 ** (db / 20.0)
+
+
+_MIX_SIG = "void(float32[:, :, :], float32[:], float32[:], float32, float32[:, :])"
+
+
+@njit(_MIX_SIG, cache=True, nogil=True)
+def mix_bus(stems, current, target, step, out):
+    """out (channels, n) = sum over stems of gain * stem, each gain ramping to its target by ``step``
+    per sample (linear); ``current`` is updated in place."""
+    num_stems, channels, n = stems.shape
+    for c in range(channels):
+        for i in range(n):
+            out[c, i] = 0.0
+    for s in range(num_stems):
+        g = current[s]
+        t = target[s]
+        if g == t:
+            if g == 0.0:
+                continue
+            for c in range(channels):
+                for i in range(n):
+                    out[c, i] += g * stems[s, c, i]
+            continue
+        for i in range(n):
+            if g < t:
+                g = min(t, g + step)
+            elif g > t:
+                g = max(t, g - step)
+            for c in range(channels):
+                out[c, i] += g * stems[s, c, i]
+        current[s] = g
+
+
+_METER_SIG = "void(float32[:, :], float32[:], int64)"
+
+
+@njit(_METER_SIG, cache=True, nogil=True)
+def meter_block(x, meters, index):
+    """meters[2*index] = peak dBFS, meters[2*index + 1] = RMS dBFS of ``x`` (channels, n)."""
+    channels, n = x.shape
+    peak = 0.0
+    acc = 0.0
+    for c in range(channels):
+        for i in range(n):
+            v = abs(x[c, i])
+            if v > peak:
+                peak = v
+            acc += x[c, i] * x[c, i]
+    rms = math.sqrt(acc / max(1, channels * n))
+    meters[2 * index] = 20.0 * math.log10(peak) if peak > 1e-6 else -120.0
+    meters[2 * index + 1] = 20.0 * math.log10(rms) if rms > 1e-6 else -120.0
+
+
+class StemControl:
+    """One stem's controls on one bus. Setting any of them is safe from any thread."""
+
+    def __init__(self, name: str, on_change):
+        self.name = name
+        self._gain_db = 0.0
+        self._mute = False
+        self._solo = False
+        self._on_change = on_change
+
+    @property
+    def gain_db(self) -> float:
+        return self._gain_db
+
+    @gain_db.setter
+    def gain_db(self, value: float) -> None:
+        self._gain_db = checked_db(self.name, value)
+        self._on_change()
+
+    @property
+    def fader(self) -> float:
+        """0..1 on the X32 law (0.75 = unity); setting it sets gain_db."""
+        return db_to_fader(self._gain_db)
+
+    @fader.setter
+    def fader(self, value: float) -> None:
+        self.gain_db = fader_to_db(value)
+
+    @property
+    def mute(self) -> bool:
+        return self._mute
+
+    @mute.setter
+    def mute(self, value: bool) -> None:
+        self._mute = bool(value)
+        self._on_change()
+
+    @property
+    def solo(self) -> bool:
+        return self._solo
+
+    @solo.setter
+    def solo(self, value: bool) -> None:
+        self._solo = bool(value)
+        self._on_change()
+
+    def reset(self) -> None:
+        self._gain_db, self._mute, self._solo = 0.0, False, False
+        self._on_change()
+
+    def __repr__(self) -> str:
+        return f"StemControl({self.name!r}, gain_db={self._gain_db:g}, mute={self._mute}, solo={self._solo})"
+
+
+class Bus:
+    """A named output: its own controls for every stem, and a bus gain."""
+
+    def __init__(self, name: str, stems: Sequence[str], on_change):
+        self.name = name
+        self.stem_names = list(stems)
+        self.stems = {s: StemControl(s, on_change) for s in stems}
+        self._gain_db = 0.0
+        self._on_change = on_change
+
+    @property
+    def gain_db(self) -> float:
+        return self._gain_db
+
+    @gain_db.setter
+    def gain_db(self, value: float) -> None:
+        self._gain_db = checked_db(f"bus {self.name}", value)
+        self._on_change()
+
+    def targets(self) -> np.ndarray:
+        soloing = any(c.solo for c in self.stems.values())
+        bus = db_to_gain(self._gain_db)
+        out = np.zeros(len(self.stem_names), np.float32)
+        for i, name in enumerate(self.stem_names):
+            c = self.stems[name]
+            audible = not c.mute and (not soloing or c.solo)
+            out[i] = db_to_gain(c.gain_db) * bus if audible else 0.0
+        return out
+
+    def __getitem__(self, stem: str) -> StemControl:
+        try:
+            return self.stems[stem]
+        except KeyError:
+            raise KeyError(f"no stem {stem!r} on bus {self.name!r}; stems: {', '.join(self.stem_names)}") from None
+
+
+class StemMixer:
+    """Mixes separated stems into named buses. ``process`` runs on the audio side and never blocks.
+
+    ``mixer.buses["main"].stems["vocals"].mute = True`` (or ``mixer["main"]["vocals"]``);
+    ``mixer.stems`` is the first bus's controls, for the common one-bus case.
+    """
+
+    def __init__(self, stems: Sequence[str], sample_rate: int, buses: Iterable[str] = ("main",),
+                 ramp_ms: float = 10.0, channels: int = 2):
+        self.stem_names = list(stems)
+        self.sample_rate = int(sample_rate)
+        self.channels = channels
+        names = list(buses)
+        if not names or len(set(names)) != len(names):
+            raise SettingsError(f"bus names must be distinct and at least one, got {names}")
+        self._lock = threading.Lock()  # only between control threads; the audio side never takes it
+        self.buses = {b: Bus(b, self.stem_names, self._changed) for b in names}
+        self.bus_names = names
+        n = len(names)
+        self._current = np.ones((n, len(self.stem_names)), np.float32)
+        self._targets = np.ones((n, len(self.stem_names)), np.float32)
+        self._pending = np.ones((n, len(self.stem_names)), np.float32)
+        self._version = 0
+        self._applied = 0
+        self.step = np.float32(1.0 / max(1.0, ramp_ms * 1e-3 * self.sample_rate))
+        # meters: [stems..., buses...] x (peak dB, rms dB); written by the audio side, read by anyone
+        self.meters = np.full(2 * (len(self.stem_names) + n), SILENCE_DB, np.float32)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        stems = np.zeros((len(self.stem_names), self.channels, 4), np.float32)
+        out = np.zeros((self.channels, 4), np.float32)
+        cur = np.ones(len(self.stem_names), np.float32)
+        mix_bus(stems, cur, np.zeros_like(cur), np.float32(0.5), out)
+        meter_block(out, np.zeros(2, np.float32), 0)
+
+    @property
+    def stems(self) -> dict[str, StemControl]:
+        return self.buses[self.bus_names[0]].stems
+
+    def __getitem__(self, bus: str) -> Bus:
+        try:
+            return self.buses[bus]
+        except KeyError:
+            raise KeyError(f"no bus {bus!r}; buses: {', '.join(self.bus_names)}") from None
+
+    def _changed(self) -> None:
+        # called from control threads: compute the new targets and publish them with a version bump
+        with self._lock:
+            for i, b in enumerate(self.bus_names):
+                self._pending[i] = self.buses[b].targets()
+            self._version += 1
+
+    def reset_controls(self) -> None:
+        for bus in self.buses.values():
+            bus._gain_db = 0.0
+            for c in bus.stems.values():
+                c._gain_db, c._mute, c._solo = 0.0, False, False
+        self._changed()
+
+    def meter(self, name: str) -> tuple[float, float]:
+        """(peak dBFS, RMS dBFS) of the last block of a stem or a bus (``"bus:main"``)."""
+        if name.startswith("bus:"):
+            i = len(self.stem_names) + self.bus_names.index(name[4:])
+        else:
+            i = self.stem_names.index(name)
+        return float(self.meters[2 * i]), float(self.meters[2 * i + 1])
+
+    def is_unity(self, bus: int) -> bool:
+        return bool(np.all(self._current[bus] == 1.0) and np.all(self._targets[bus] == 1.0))
+
+    def process(self, stems: np.ndarray, out: np.ndarray, dry: np.ndarray | None = None) -> None:
+        """Mix ``stems`` (stems, channels, n) into ``out`` (buses, channels, n).
+
+        ``dry`` is the delayed input those stems were separated from: a bus at unity with nothing
+        muted or soloed outputs it bit for bit.
+        """
+        if self._version != self._applied:  # pick up control changes at the block boundary
+            version = self._version
+            self._targets[:] = self._pending
+            self._applied = version
+        for s in range(stems.shape[0]):
+            meter_block(stems[s], self.meters, s)
+        for b in range(len(self.bus_names)):
+            if dry is not None and self.is_unity(b):
+                out[b] = dry
+            else:
+                mix_bus(stems, self._current[b], self._targets[b], self.step, out[b])
+            meter_block(out[b], self.meters, len(self.stem_names) + b)

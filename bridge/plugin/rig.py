@@ -1,0 +1,215 @@
+"""Rig files: one YAML that sets up a StemSeparator (model, engine, stems, effects, buses).
+
+```yaml
+model:
+  config: ../../streamer/assets/demo/demo_bs_roformer_64x2.yaml   # paths are relative to the rig file
+  checkpoint: ../../streamer/assets/demo/demo_bs_roformer_64x2.ckpt  # optional (random weights without it)
+engine:
+  preset: low              # low | balanced | offline-exact
+  window: 1.0              # seconds; window/hop/lookahead override the preset
+  hop: 0.25
+  lookahead: 0.25
+  crossfade_ms: 10
+  residual: other          # the stem that takes mix minus the others (null: none)
+  device: cpu
+  precision: fp32
+stems:                     # initial controls of the first bus, and per-stem effects
+  vocals:
+    gain_db: 0
+    effects:
+      - {plugin: Reverb, room_size: 0.6}
+      - {vst3: /path/to/plugin.vst3, parameters: {mix: 0.5}}
+buses:                     # named outputs with their own per-stem controls
+  main: {vocals: {mute: true}}
+  monitor: {vocals: {gain_db: -10}}
+output: main               # what process() returns: a bus or "stems"
+```
+
+:func:`load_rig` reads and validates the whole file into a :class:`RigSpec` (loading the model's
+config, building the effect plugins) without touching a model or a separator; every error names the
+file, the key and what was expected. ``StemSeparator.from_rig`` builds the separator from the spec.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from streamer.errors import StemstreamError
+from streamer.msst.config import Config, load_config
+from streamer.stream.settings import DEFAULT_PRESET
+
+from .stems import DEFAULT_RESIDUAL, separator_stems
+
+TOP_KEYS = {"model", "engine", "stems", "buses", "output"}
+MODEL_KEYS = {"config", "checkpoint", "trust_checkpoint"}
+ENGINE_KEYS = {"preset", "window", "hop", "lookahead", "crossfade_ms", "residual", "device", "precision",
+               "compute_allowance"}
+CONTROL_KEYS = {"gain_db", "fader", "mute", "solo"}
+STEM_KEYS = CONTROL_KEYS | {"effects"}
+
+
+class RigError(StemstreamError, ValueError):
+    """A rig file that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class RigSpec:
+    """A validated rig: everything a separator needs, with lengths already in samples."""
+
+    path: str
+    config: Config
+    checkpoint: str | None
+    trust_checkpoint: bool
+    preset: str
+    residual: str | None
+    engine: dict[str, Any]                                  # StreamEngine keywords (samples, device, ...)
+    buses: list[str]
+    output: str | None
+    stem_controls: dict[str, dict[str, Any]] = field(default_factory=dict)   # first bus: stem -> controls
+    stem_effects: dict[str, Any] = field(default_factory=dict)               # stem -> pedalboard.Pedalboard
+    bus_controls: dict[str, dict[str, Any]] = field(default_factory=dict)    # bus -> {stem: controls, gain_db}
+
+
+def _check_keys(where: str, data: Any, allowed: set[str]) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RigError(f"{where}: expected a mapping with keys {', '.join(sorted(allowed))}, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed, key=str)
+    if unknown:
+        raise RigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))}; "
+                       f"expected {', '.join(sorted(allowed))}")
+    return data
+
+
+def _number(where: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RigError(f"{where}: expected a number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise RigError(f"{where}: {value} is out of range [{low}, {high}]")
+    return float(value)
+
+
+def _bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def build_plugin(where: str, spec: Any):
+    """A pedalboard plugin from ``{plugin: Name, param: value...}`` or ``{vst3: path, parameters: {...}}``."""
+    import pedalboard
+
+    if not isinstance(spec, dict) or not ({"plugin", "vst3"} & set(spec)):
+        raise RigError(f"{where}: expected {{plugin: <pedalboard plugin name>, ...parameters}} or "
+                       f"{{vst3: <path>, parameters: {{...}}}}, got {spec!r}")
+    spec = dict(spec)
+    if "vst3" in spec:
+        path = spec.pop("vst3")
+        params = spec.pop("parameters", {}) or {}
+        name = spec.pop("plugin_name", None)
+        _check_keys(where, spec, set())
+        if not os.path.exists(path):
+            raise RigError(f"{where}: VST3 plugin not found: {path}")
+        try:
+            return pedalboard.load_plugin(path, parameter_values=params, plugin_name=name)
+        except Exception as exc:  # noqa: BLE001 - plugin hosts raise many kinds
+            raise RigError(f"{where}: cannot load {path}: {exc}") from exc
+    name = spec.pop("plugin")
+    cls = getattr(pedalboard, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, pedalboard.Plugin)) or name in ("Plugin", "Pedalboard"):
+        known = sorted(n for n in dir(pedalboard) if isinstance(getattr(pedalboard, n), type)
+                       and issubclass(getattr(pedalboard, n), pedalboard.Plugin) and n[0].isupper()
+                       and n not in ("Plugin", "Pedalboard", "Chain", "Mix", "ExternalPlugin", "VST3Plugin",
+                                     "AudioUnitPlugin"))
+        raise RigError(f"{where}: unknown plugin {name!r}; pedalboard has {', '.join(known)}")
+    try:
+        return cls(**spec)
+    except TypeError as exc:
+        raise RigError(f"{where}: bad parameters for {name}: {exc}") from exc
+
+
+def _controls(where: str, data: dict) -> dict[str, Any]:
+    """Validated control values (gain_db, fader, mute, solo) of one stem on one bus."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "gain_db":
+            out[key] = _number(f"{where}.gain_db", value, -120, 24)
+        elif key == "fader":
+            out[key] = _number(f"{where}.fader", value, 0, 1)
+        elif key in ("mute", "solo"):
+            out[key] = _bool(f"{where}.{key}", value)
+    return out
+
+
+def _read(path: str) -> Any:
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except OSError as exc:
+        raise RigError(f"cannot read rig file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise RigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_rig(path: str | os.PathLike) -> RigSpec:
+    """Read and validate a rig file (see the module docstring)."""
+    import pedalboard
+
+    path = os.fspath(path)
+    data = _check_keys(path, _read(path), TOP_KEYS)
+    base = os.path.dirname(os.path.abspath(path))
+    resolve = lambda p: p if os.path.isabs(p) else os.path.join(base, p)  # noqa: E731
+    model = _check_keys(f"{path}: model", data.get("model"), MODEL_KEYS)
+    if "config" not in model:
+        raise RigError(f"{path}: model.config is required (the model's MSST YAML)")
+    config = load_config(resolve(str(model["config"])))
+    rate = config.sample_rate
+
+    engine = dict(_check_keys(f"{path}: engine", data.get("engine"), ENGINE_KEYS))
+    preset = engine.pop("preset", DEFAULT_PRESET)  # checked by the separator (its error names the file)
+    kwargs: dict[str, Any] = {}
+    for key in ("window", "hop", "lookahead", "compute_allowance"):
+        if key in engine:
+            kwargs[key] = int(round(_number(f"{path}: engine.{key}", engine.pop(key), 0) * rate))
+    if "crossfade_ms" in engine:
+        kwargs["crossfade"] = int(round(_number(f"{path}: engine.crossfade_ms", engine.pop("crossfade_ms"), 0)
+                                        * rate / 1000))
+    if ("hop" in kwargs or "window" in kwargs or "lookahead" in kwargs) and "crossfade" not in kwargs:
+        kwargs["crossfade"] = None  # the preset's crossfade may not fit the new lengths: the engine's default does
+    residual = engine.pop("residual", DEFAULT_RESIDUAL)
+    kwargs.update(engine)  # device, precision
+    stems = separator_stems(config.stems, residual)
+
+    buses_cfg = data.get("buses") or {"main": {}}
+    if not isinstance(buses_cfg, dict):
+        raise RigError(f"{path}: buses: expected a mapping of bus name to per-stem controls")
+    spec = RigSpec(path=path, config=config,
+                   checkpoint=resolve(str(model["checkpoint"])) if model.get("checkpoint") else None,
+                   trust_checkpoint=bool(model.get("trust_checkpoint", False)), preset=preset, residual=residual,
+                   engine=kwargs, buses=[str(b) for b in buses_cfg], output=data.get("output"))
+
+    for stem, stem_spec in _check_keys(f"{path}: stems", data.get("stems"), set(stems)).items():
+        where = f"{path}: stems.{stem}"
+        stem_spec = _check_keys(where, stem_spec, STEM_KEYS)
+        spec.stem_controls[stem] = _controls(where, stem_spec)
+        effects = stem_spec.get("effects")
+        if effects:
+            if not isinstance(effects, list):
+                raise RigError(f"{where}.effects: expected a list of plugins")
+            spec.stem_effects[stem] = pedalboard.Pedalboard(
+                [build_plugin(f"{where}.effects[{i}]", e) for i, e in enumerate(effects)])
+    for bus, controls in buses_cfg.items():
+        controls = _check_keys(f"{path}: buses.{bus}", controls, set(stems) | {"gain_db"})
+        bus_spec: dict[str, Any] = {}
+        for stem, values in controls.items():
+            if stem == "gain_db":
+                bus_spec["gain_db"] = _number(f"{path}: buses.{bus}.gain_db", values, -120, 24)
+                continue
+            values = _check_keys(f"{path}: buses.{bus}.{stem}", values, CONTROL_KEYS)
+            bus_spec[stem] = _controls(f"{path}: buses.{bus}.{stem}", values)
+        spec.bus_controls[str(bus)] = bus_spec
+    return spec

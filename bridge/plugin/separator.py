@@ -1,0 +1,259 @@
+"""``StemSeparator``: the streaming engine and stem mixer behind pedalboard's plugin call contract.
+
+pedalboard's native chains cannot hold Python objects, so compatibility means the same call
+contract (see ``bridge.plugin.chain.Chain`` to mix both in one sequence):
+
+* ``process(input_array, sample_rate, buffer_size=8192, reset=True)`` returns float32; ``__call__``
+  is an alias; ``reset()``; ``is_effect``/``is_instrument``; ``reported_latency_samples``.
+* Layout as pedalboard decides it (``bridge.plugin.layout``): 1-D is mono; in 2-D the smaller dimension is the channels (the
+  output keeps the layout); a square shape is refused until a non-square call fixed the layout,
+  which ``reset()`` forgets. float64 is converted; other dtypes raise pedalboard's TypeError.
+* ``reset=True`` (one-shot): the output has the input's length and is aligned with it (latency
+  compensated by flushing the engine). ``reset=False`` (streaming): like pedalboard's latent
+  plugins, the first calls return fewer samples until ``reported_latency_samples`` are withheld, so
+  the concatenated outputs line up with the input exactly.
+* Sample rate: one-shot calls at another rate are resampled in and out (soxr, high quality);
+  streaming calls must come at the model's rate (a clear ValueError says so).
+* Channels: the model's channel count is used inside; mono input is duplicated for a stereo model
+  and the output averaged back to mono; more than two channels are refused.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from streamer.audio import resample
+from streamer.errors import AudioError, AudioTypeError, SettingsError
+from streamer.inference.loader import load_model
+from streamer.msst.config import Config
+from streamer.stream.engine import StreamEngine
+from streamer.stream.settings import DEFAULT_PRESET, PRESETS
+
+from ..mix.effects import EffectStage
+from ..mix.mixer import StemControl, StemMixer
+from .layout import FIRST, MONO, ChannelLayout
+from .rig import RigError, load_rig
+from .stems import DEFAULT_RESIDUAL, separator_residual
+
+_DTYPE_ERROR = "Pedalboard only supports 32-bit and 64-bit floating point audio for processing."
+
+
+class StemHandle:
+    """A stem's controls on the first bus, plus its effect chain (shared by all buses)."""
+
+    def __init__(self, separator: "StemSeparator", name: str):
+        self._sep = separator
+        self.name = name
+
+    @property
+    def _control(self) -> StemControl:
+        return self._sep.mixer.stems[self.name]
+
+    gain_db = property(lambda self: self._control.gain_db, lambda self, v: setattr(self._control, "gain_db", v))
+    fader = property(lambda self: self._control.fader, lambda self, v: setattr(self._control, "fader", v))
+    mute = property(lambda self: self._control.mute, lambda self, v: setattr(self._control, "mute", v))
+    solo = property(lambda self: self._control.solo, lambda self, v: setattr(self._control, "solo", v))
+
+    @property
+    def effects(self):
+        return self._sep._fx.get(self.name)
+
+    @effects.setter
+    def effects(self, chain) -> None:
+        self._sep._set_effects(self.name, chain)
+
+    def __repr__(self) -> str:
+        c = self._control
+        return (f"StemHandle({self.name!r}, gain_db={c.gain_db:g}, mute={c.mute}, solo={c.solo}, "
+                f"effects={self.effects!r})")
+
+
+class StemSeparator:
+    """Separates stems and mixes them into buses, called like a pedalboard plugin.
+
+    ``sep.stems["vocals"].mute = True``; ``sep.stems["drums"].gain_db = -6``;
+    ``sep.stems["vocals"].effects = Pedalboard([Reverb()])``; ``sep.mixer["monitor"]["vocals"]`` for
+    other buses. ``output`` picks what ``process`` returns: a bus name, ``"stems"`` for every stem on
+    its own channels (stem-major: stem 0's channels first), or ``"buses"`` for every bus likewise.
+    """
+
+    is_effect = True
+    is_instrument = False
+
+    def __init__(self, model, config: Config, latency: str = DEFAULT_PRESET, residual: str | None = DEFAULT_RESIDUAL,
+                 buses: Sequence[str] = ("main",), output: str | None = None, effects_block: int = 256,
+                 ramp_ms: float = 10.0, **engine_overrides: Any):
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.channels = config.channels
+        if latency not in PRESETS:
+            raise SettingsError(f"latency must be one of {', '.join(PRESETS)}, got {latency!r}")
+        residual = separator_residual(residual, config.stems)
+        engine_overrides.setdefault("realtime", False)
+        self.engine = StreamEngine.from_config(config, model, preset=latency, residual=residual, **engine_overrides)
+        self.stem_names = list(self.engine.stems)
+        self.mixer = StemMixer(self.stem_names, self.sample_rate, buses=buses, ramp_ms=ramp_ms,
+                               channels=self.channels)
+        self.output = output or self.mixer.bus_names[0]
+        if self.output not in ("stems", "buses") and self.output not in self.mixer.bus_names:
+            raise SettingsError(f"output must be 'stems', 'buses' or a bus ({', '.join(self.mixer.bus_names)}), "
+                             f"got {output!r}")
+        self.stems = {name: StemHandle(self, name) for name in self.stem_names}
+        self.effects_block = int(effects_block)
+        self._fx = EffectStage(self.stem_names, self.sample_rate, self.channels, self.effects_block)
+        self._layout = ChannelLayout()
+        self._clear_stream()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                    latency: str = DEFAULT_PRESET, trust_checkpoint: bool = False, **kwargs) -> "StemSeparator":
+        """A separator for the model of an MSST config and checkpoint (random weights without one)."""
+        loaded = load_model(config_path, checkpoint, trust=trust_checkpoint)
+        return cls(loaded.model, loaded.config, latency=latency, **kwargs)
+
+    @classmethod
+    def from_rig(cls, path: str | os.PathLike) -> "StemSeparator":
+        """A separator set up by a rig file (model, engine, stems, effects, buses); see ``bridge.plugin.rig``."""
+        spec = load_rig(path)
+        loaded = load_model(spec.config, spec.checkpoint, trust=spec.trust_checkpoint)
+        try:
+            sep = cls(loaded.model, spec.config, latency=spec.preset, residual=spec.residual, buses=spec.buses,
+                      output=spec.output, **spec.engine)
+        except SettingsError as exc:
+            raise RigError(f"{spec.path}: {exc}") from exc
+        for stem, controls in spec.stem_controls.items():
+            for key, value in controls.items():
+                setattr(sep.mixer.stems[stem], key, value)
+            if stem in spec.stem_effects:
+                sep.stems[stem].effects = spec.stem_effects[stem]
+        for bus, controls in spec.bus_controls.items():
+            for stem, values in controls.items():
+                if stem == "gain_db":
+                    sep.mixer[bus].gain_db = values
+                    continue
+                for key, value in values.items():
+                    setattr(sep.mixer[bus][stem], key, value)
+        return sep
+
+    # ------------------------------------------------------------------ effects
+    def _set_effects(self, name: str, chain) -> None:
+        self._fx.set(name, chain)
+        self._clear_stream()
+
+    @property
+    def effects_latency_samples(self) -> int:
+        """Extra latency of the effect stage: one effects block plus the slowest stem chain's latency."""
+        return self._fx.latency_samples
+
+    @property
+    def reported_latency_samples(self) -> int:
+        return self.engine.latency_samples + self.effects_latency_samples
+
+    # ------------------------------------------------------------------ state
+    def _clear_stream(self) -> None:
+        self._emitted = 0
+        self._fx.clear()
+
+    def reset(self) -> None:
+        """Clear the stream (and the remembered channel layout, as pedalboard does)."""
+        self.engine.reset()
+        self._layout.reset()
+        self._clear_stream()
+
+    # ------------------------------------------------------------------ call contract
+    def _to_internal(self, x) -> tuple[np.ndarray, str]:
+        x = np.asarray(x)
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+        elif x.dtype != np.float32:
+            raise AudioTypeError(_DTYPE_ERROR)
+        layout = self._layout.decide(x.shape)
+        cf = x[None] if layout == MONO else (x if layout == FIRST else x.T)
+        if cf.shape[0] > 2:
+            raise AudioError(f"{cf.shape[0]} channels: StemSeparator takes mono or stereo audio")
+        if cf.shape[0] != self.channels:
+            cf = np.repeat(cf, self.channels, axis=0) if cf.shape[0] == 1 else cf.mean(axis=0, keepdims=True)
+        return np.ascontiguousarray(cf, np.float32), layout
+
+    def _from_internal(self, y: np.ndarray, layout: str, in_channels: int) -> np.ndarray:
+        if self.output not in ("stems", "buses") and y.shape[0] != in_channels:
+            y = y.mean(axis=0, keepdims=True) if in_channels == 1 else np.repeat(y, in_channels, axis=0)
+        if layout == MONO:
+            return np.ascontiguousarray(y[0] if y.shape[0] == 1 else y)
+        return np.ascontiguousarray(y if layout == FIRST else y.T)
+
+    def process(self, input_array, sample_rate: float, buffer_size: int = 8192, reset: bool = True) -> np.ndarray:
+        rate = int(round(float(sample_rate)))
+        x, layout = self._to_internal(input_array)
+        in_channels = 1 if layout == MONO else (np.asarray(input_array).shape[0 if layout == FIRST else 1])
+        buffer_size = max(1, int(buffer_size))
+        if reset:
+            self.engine.reset()
+            self._clear_stream()
+            n = x.shape[1]
+            if rate != self.sample_rate:
+                x = resample(x, rate, self.sample_rate)
+            y = self._run(x, buffer_size)
+            y = np.concatenate([y, self._run(np.zeros((self.channels, self.reported_latency_samples), np.float32),
+                                             buffer_size)], axis=-1)
+            y = y[:, self.reported_latency_samples:]
+            if rate != self.sample_rate:
+                y = resample(y, self.sample_rate, rate)
+            y = y[:, :n] if y.shape[1] >= n else np.pad(y, ((0, 0), (0, n - y.shape[1])))
+            self.engine.reset()
+            self._clear_stream()
+        else:
+            y = self._stream(x, rate, buffer_size)
+            withheld = max(0, self.reported_latency_samples - self._emitted)
+            self._emitted += y.shape[1]
+            y = y[:, min(withheld, y.shape[1]):]
+        return self._from_internal(y.astype(np.float32, copy=False), layout, in_channels)
+
+    __call__ = process
+
+    def process_delayed(self, input_array, sample_rate: float, buffer_size: int = 8192) -> np.ndarray:
+        """Streaming without withholding anything: the output has the input's length and is the
+        result delayed by ``reported_latency_samples`` (what a latent native plugin produces inside a
+        pedalboard chain before the chain trims its latency at the end). ``Chain`` uses this so that
+        the plugins after the separator always see full blocks."""
+        x, layout = self._to_internal(input_array)
+        in_channels = 1 if layout == MONO else (np.asarray(input_array).shape[0 if layout == FIRST else 1])
+        y = self._stream(x, int(round(float(sample_rate))), max(1, int(buffer_size)))
+        self._emitted += y.shape[1]
+        return self._from_internal(y.astype(np.float32, copy=False), layout, in_channels)
+
+    def _stream(self, x: np.ndarray, rate: int, buffer_size: int) -> np.ndarray:
+        if rate != self.sample_rate:
+            raise SettingsError(f"streaming calls (reset=False) must be at the model's rate, {self.sample_rate} Hz, "
+                             f"got {rate} Hz: resample the stream, or use one-shot calls (reset=True), which "
+                             "resample for you")
+        return self._run(x, buffer_size)
+
+    # ------------------------------------------------------------------ internals
+    def _run(self, x: np.ndarray, buffer_size: int) -> np.ndarray:
+        """Delayed output for ``x`` (channels, n): (out channels, n), in ``buffer_size`` pieces."""
+        n = x.shape[1]
+        width = {"stems": len(self.stem_names), "buses": len(self.mixer.bus_names)}.get(self.output, 1) * self.channels
+        out = np.zeros((width, n), np.float32)
+        for pos in range(0, n, buffer_size):
+            blk = x[:, pos:pos + buffer_size]
+            m = blk.shape[1]
+            stems = np.zeros((len(self.stem_names), self.channels, m), np.float32)
+            dry = np.zeros((self.channels, m), np.float32)
+            self.engine.process_into(blk, stems, dry)
+            if self._fx.active:
+                stems, dry = self._fx.process(stems, dry)
+            out[:, pos:pos + m] = self._mix(stems, dry)
+        return out
+
+    def _mix(self, stems: np.ndarray, dry: np.ndarray) -> np.ndarray:
+        buses = np.zeros((len(self.mixer.bus_names), self.channels, stems.shape[-1]), np.float32)
+        self.mixer.process(stems, buses, None if self._fx.active else dry)
+        if self.output == "stems":
+            return stems.reshape(-1, stems.shape[-1])
+        if self.output == "buses":
+            return buses.reshape(-1, buses.shape[-1])
+        return buses[self.mixer.bus_names.index(self.output)]

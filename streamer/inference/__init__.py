@@ -1,0 +1,2 @@
+"""Running a model: device and precision rules, loading a model in one call, the per-window runner that
+the stream worker calls, MSST's chunk weights, offline ``demix`` (+TTA) and file separation."""

@@ -1,0 +1,75 @@
+"""Rig files: a working rig, and every kind of bad input named clearly."""
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from bridge import StemSeparator
+from bridge.plugin.rig import RigError
+
+from conftest import REPO, write_yaml
+
+
+@pytest.fixture
+def model_config(tmp_path):
+    return write_yaml(tmp_path / "model.yaml", stems=("vocals", "drums", "bass", "other"), target=None,
+                      extra_model={"num_stems": 4}, chunk_size=8820)
+
+
+def rig(tmp_path, data, name="rig.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_rig_sets_up_engine_stems_effects_and_buses(tmp_path, model_config):
+    path = rig(tmp_path, {
+        "model": {"config": model_config.name},
+        "engine": {"preset": "low", "window": 0.2, "hop": 0.05, "lookahead": 0.05, "residual": "other"},
+        "stems": {"drums": {"gain_db": -6}, "vocals": {"effects": [{"plugin": "Reverb", "room_size": 0.5}]}},
+        "buses": {"main": {"vocals": {"mute": True}}, "monitor": {"vocals": {"fader": 0.5}, "gain_db": -3}},
+        "output": "monitor",
+    })
+    sep = StemSeparator.from_rig(path)
+    assert sep.engine.window == 8820 and sep.engine.hop == 2205 and sep.engine.lookahead == 2205
+    assert sep.stems["drums"].gain_db == -6 and sep.mixer["main"]["vocals"].mute
+    assert sep.mixer["monitor"]["vocals"].gain_db == pytest.approx(-10) and sep.mixer["monitor"].gain_db == -3
+    assert type(sep.stems["vocals"].effects[0]).__name__ == "Reverb"
+    assert sep.output == "monitor"
+    y = sep(np.zeros((2, 5000), np.float32), 44100)
+    assert y.shape == (2, 5000)
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"model": {"config": "model.yaml"}, "engin": {}}, "unknown key engin; expected buses, engine, model"),
+    ({"engine": {}}, "model.config is required"),
+    ({"model": {"config": "model.yaml"}, "engine": {"hop": "fast"}}, "engine.hop: expected a number"),
+    ({"model": {"config": "model.yaml"}, "engine": {"preset": "instant"}}, "latency must be one of"),
+    ({"model": {"config": "model.yaml"}, "stems": {"guitar": {"mute": True}}}, "stems: unknown key guitar"),
+    ({"model": {"config": "model.yaml"}, "stems": {"vocals": {"mute": "yes"}}}, "stems.vocals.mute: expected true"),
+    ({"model": {"config": "model.yaml"}, "stems": {"vocals": {"effects": [{"plugin": "Reverbb"}]}}},
+     "stems.vocals.effects[0]: unknown plugin 'Reverbb'"),
+    ({"model": {"config": "model.yaml"}, "stems": {"vocals": {"effects": [{"plugin": "Reverb", "size": 2}]}}},
+     "bad parameters for Reverb"),
+    ({"model": {"config": "model.yaml"}, "stems": {"vocals": {"effects": [{"vst3": "/no/such.vst3"}]}}},
+     "VST3 plugin not found"),
+    ({"model": {"config": "model.yaml"}, "buses": {"main": {"vocals": {"volume": 1}}}},
+     "buses.main.vocals: unknown key volume"),
+    ({"model": {"config": "model.yaml"}, "stems": {"drums": {"gain_db": 99}}}, "out of range"),
+    ({"model": {"config": "model.yaml"}, "output": "pa"}, "output must be 'stems', 'buses' or a bus"),
+])
+def test_bad_rigs_name_the_file_and_key(tmp_path, model_config, data, message):
+    path = rig(tmp_path, data)
+    with pytest.raises(RigError) as err:
+        StemSeparator.from_rig(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_shipped_rigs_are_valid():
+    from streamer.assets import DEMO_CHECKPOINT
+
+    assert os.path.exists(DEMO_CHECKPOINT)
+    for path in sorted((REPO / "configs" / "rigs").glob("*.yaml")):
+        sep = StemSeparator.from_rig(path)
+        assert sep.reported_latency_samples > 0
