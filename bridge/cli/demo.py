@@ -77,8 +77,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "a real separation. This run shows the pipeline end to end.")
     print(f"song: {shown_path(args.song)} ({seconds:.1f} s, generated, with ground truth)")
     print(f"engine: preset {args.preset}: {engine.settings.describe(rate)}; residual stem: {residual}")
-    print(f"latency: {ms(p['total']):.0f} ms (look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f}); live, with "
-          f"the one-hop compute allowance: {ms(engine.settings.live_latency):.0f} ms")
+    print(f"latency: {ms(p['total']):.0f} ms (look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f}); "
+          f"live, with the one-hop compute allowance: {ms(engine.settings.live_latency):.0f} ms")
     print(f"speed: {took:.2f} s for {seconds:.1f} s of audio in {args.block}-frame blocks = real-time factor "
           f"{took / seconds:.2f} (CPU threads: {torch.get_num_threads()})")
     print(f"{'stem':<8} {'SDR':>7} {'mixture':>8} {'gain':>6}   file")

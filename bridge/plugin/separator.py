@@ -5,9 +5,10 @@ contract (see ``bridge.plugin.chain.Chain`` to mix both in one sequence):
 
 * ``process(input_array, sample_rate, buffer_size=8192, reset=True)`` returns float32; ``__call__``
   is an alias; ``reset()``; ``is_effect``/``is_instrument``; ``reported_latency_samples``.
-* Layout as pedalboard decides it (``bridge.plugin.layout``): 1-D is mono; in 2-D the smaller dimension is the channels (the
-  output keeps the layout); a square shape is refused until a non-square call fixed the layout,
-  which ``reset()`` forgets. float64 is converted; other dtypes raise pedalboard's TypeError.
+* Layout as pedalboard decides it (``bridge.plugin.layout``): 1-D is mono; in 2-D the smaller
+  dimension is the channels (the output keeps the layout); a square shape is refused until a
+  non-square call fixed the layout, which ``reset()`` forgets. float64 is converted; other dtypes
+  raise pedalboard's TypeError.
 * ``reset=True`` (one-shot): the output has the input's length and is aligned with it (latency
   compensated by flushing the engine). ``reset=False`` (streaming): like pedalboard's latent
   plugins, the first calls return fewer samples until ``reported_latency_samples`` are withheld, so

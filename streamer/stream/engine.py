@@ -29,7 +29,7 @@ from ..inference.runner import model_device, resolve_precision
 from . import kernels as rt
 from .host import default_worker_threads, make_host
 from .ring import AudioSlot, SharedBuffers, WorkerSlot, ring_sizes
-from .settings import StreamSettings, WorkerSettings, output_stems, preset_settings
+from .settings import DEFAULT_PRESET, StreamSettings, WorkerSettings, output_stems, preset_settings
 
 if TYPE_CHECKING:
     from ..msst.config import Config
@@ -117,7 +117,8 @@ class StreamEngine:
 
     # ------------------------------------------------------------------ set-up helpers
     @classmethod
-    def from_config(cls, config: "Config", model: torch.nn.Module, preset: str = "balanced", **kwargs) -> "StreamEngine":
+    def from_config(cls, config: "Config", model: torch.nn.Module, preset: str = DEFAULT_PRESET,
+                    **kwargs) -> "StreamEngine":
         """An engine for a model built from ``config``, with a latency preset's settings.
 
         Keyword arguments (window, hop, lookahead, crossfade, residual, realtime, ...) override the preset.
@@ -306,7 +307,8 @@ class StreamEngine:
         the counters in ``stats`` (see ``reset_stats``)."""
         b = self.buffers
         b.clear_stream()
-        b.audio_state[AudioSlot.GENERATION] += 1  # after clearing, so a worker never mixes old input into the new stream
+        # bumped after clearing, so a worker never mixes old input into the new stream
+        b.audio_state[AudioSlot.GENERATION] += 1
         if not self.running:
             self._host.restart_stream()
 

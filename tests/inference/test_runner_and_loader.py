@@ -1,0 +1,90 @@
+"""One device rule, one precision rule, and one model loader for the CLI, the separator and rig files."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import streamer
+from bridge import StemSeparator
+from streamer.errors import ConfigError, SettingsError
+from streamer.inference.loader import load_model
+from streamer.inference.runner import make_runner, resolve_device, resolve_precision
+
+from conftest import randomize, write_yaml
+
+
+def test_precision_rule(caplog):
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision(None, "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda", use_amp=False) == "fp32"
+    assert resolve_precision("float16", "cuda") == "fp16" and resolve_precision("bfloat16", "cuda") == "bf16"
+    with caplog.at_level(logging.WARNING):
+        assert resolve_precision("bf16", "cpu") == "fp32"
+    assert "only applies on CUDA" in caplog.text
+    with pytest.raises(SettingsError, match="precision must be fp32, bf16 or fp16"):
+        resolve_precision("int8", "cpu")
+
+
+def test_device_rule():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SettingsError, match="not a device"):
+        resolve_device("foo")
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingsError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    cfg = write_yaml(tmp_path / "m.yaml")
+    config = streamer.load_config(cfg)
+    torch.manual_seed(0)
+    model = randomize(streamer.build_model(config), seed=4)
+    ckpt = tmp_path / "m.ckpt"
+    torch.save(model.state_dict(), ckpt)
+    return cfg, ckpt, model
+
+
+def test_load_model_from_a_path_or_a_config(model_files):
+    cfg, ckpt, reference = model_files
+    loaded = load_model(cfg, ckpt)
+    assert loaded.trained and loaded.checkpoint == str(ckpt)
+    assert loaded.device == torch.device("cpu") and loaded.precision == "fp32"
+    assert loaded.num_parameters == sum(p.numel() for p in reference.parameters())
+    for k, v in reference.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k
+    again = load_model(loaded.config, ckpt)
+    assert again.config is loaded.config
+    random_a, random_b = load_model(cfg, seed=3), load_model(cfg, seed=3)
+    assert not random_a.trained
+    for k, v in random_a.model.state_dict().items():
+        assert torch.equal(random_b.model.state_dict()[k], v), k
+    with pytest.raises(ConfigError):
+        load_model(cfg.parent / "missing.yaml")
+
+
+def test_separator_and_rig_load_through_the_same_loader(tmp_path, model_files):
+    import yaml
+
+    cfg, ckpt, reference = model_files
+    sep = StemSeparator.from_config(cfg, checkpoint=ckpt)
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(yaml.safe_dump({"model": {"config": str(cfg), "checkpoint": str(ckpt)}}))
+    from_rig = StemSeparator.from_rig(rig)
+    for s in (sep, from_rig):
+        for k, v in reference.state_dict().items():
+            assert torch.equal(s.engine.model.state_dict()[k], v), k
+
+
+def test_window_runner_shapes_and_warm_up_check(model_files):
+    cfg, ckpt, _ = model_files
+    loaded = load_model(cfg, ckpt)
+    runner = make_runner(loaded.model, 2, 4410, torch.device("cpu"), "fp32")
+    out = runner(np.zeros((2, 4410), np.float32))
+    assert out.shape == (1, 2, 4410) and out.dtype == np.float32
+    runner.warm_up(1)
+    with pytest.raises(SettingsError, match="returned stems of shape"):
+        runner.warm_up(2)

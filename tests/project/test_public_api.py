@@ -1,0 +1,111 @@
+"""The public face stays put: the API names users import and every CLI command with its flags."""
+import argparse
+
+import bridge
+import streamer
+from bridge.cli.main import build_parser
+
+API = ["load_config", "build_model", "load_checkpoint", "read_state_dict", "demix", "demix_tta", "StreamEngine",
+       "StreamSettings", "PRESETS", "preset_settings", "Config", "BSRoformer", "MelBandRoformer", "load_model",
+       "StemstreamError", "ConfigError", "CheckpointError", "AudioError", "SettingsError", "WorkerError"]
+
+# every command with its options and positional arguments (as they were before the restructuring)
+CLI_FLAGS = {'separate': ['--batch-size',
+              '--checkpoint',
+              '--chunk-size',
+              '--config',
+              '--device',
+              '--format',
+              '--help',
+              '--instrumental',
+              '--model-type',
+              '--no-progress',
+              '--num-overlap',
+              '--out',
+              '--output-rate',
+              '--precision',
+              '--subtype',
+              '--trust-checkpoint',
+              '--tta',
+              '-h',
+              'inputs'],
+ 'inspect': ['--config', '--help', '--trust-checkpoint', '-h', 'checkpoint'],
+ 'demo': ['--block', '--config', '--help', '--out', '--preset', '--song', '-h'],
+ 'eval': ['--checkpoint',
+          '--config',
+          '--device',
+          '--help',
+          '--model-type',
+          '--plot',
+          '--precision',
+          '--presets',
+          '--seconds',
+          '--setting',
+          '--trust-checkpoint',
+          '-h',
+          'data'],
+ 'synth': ['--count', '--help', '--out', '--seconds', '--seed', '-h'],
+ 'train': ['--batch-size',
+           '--config',
+           '--device',
+           '--help',
+           '--init',
+           '--lr',
+           '--out',
+           '--resume',
+           '--seed',
+           '--segment',
+           '--steps',
+           '--threads',
+           '--val',
+           '--val-every',
+           '--val-seconds',
+           '-h',
+           'data'],
+ 'bench': ['--allowance',
+           '--block',
+           '--checkpoint',
+           '--config',
+           '--crossfade-ms',
+           '--device',
+           '--help',
+           '--hop',
+           '--lookahead',
+           '--precision',
+           '--preset',
+           '--seconds',
+           '--threads',
+           '--window',
+           '--worker',
+           '-h'],
+ 'bench-model': ['--config', '--device', '--help', '--repeats', '--seconds', '--threads', '-h'],
+ 'bench-mixer': ['--block', '--blocks', '--buses', '--help', '--stems', '-h']}
+
+
+def test_streamer_api():
+    for name in API:
+        assert hasattr(streamer, name), name
+        assert name in streamer.__all__, name
+    assert issubclass(streamer.SettingsError, ValueError)
+    assert issubclass(streamer.SettingsError, streamer.StemstreamError)
+
+
+def test_bridge_api():
+    for name in ("StemSeparator", "Chain", "StemMixer"):
+        assert name in bridge.__all__
+    assert callable(bridge.StemSeparator.from_config) and callable(bridge.StemSeparator.from_rig)
+
+
+def test_console_script_target_is_importable():
+    from bridge.cli import main
+
+    assert callable(main)
+
+
+def test_cli_commands_and_flags():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    got = {name: sorted(o for a in sp._actions for o in a.option_strings)
+                 + sorted(a.dest for a in sp._actions if not a.option_strings)
+           for name, sp in sub.choices.items()}
+    assert got == CLI_FLAGS
