@@ -1,8 +1,9 @@
 """Stem mixer: per-stem gain, fader, mute and solo on named output buses, click-free, with meters.
 
 Controls can be changed at any time from any thread (an OSC server, a UI): a change only sets a
-target, and the audio side moves each gain to its target with a linear ramp of ``ramp_ms`` at block
-boundaries, so nothing clicks. Solo is additive, as on a mixing desk: when any stem of a bus is
+target, picked up by the audio side at the next block boundary, which moves each gain linearly to
+its target at a rate of one unit of linear gain per ``ramp_ms`` (unity to silence takes ``ramp_ms``;
+larger jumps take proportionally longer), so nothing clicks. Solo is additive, as on a mixing desk: when any stem of a bus is
 soloed, only the soloed stems are heard on that bus (mute still wins).
 
 Fader law (``fader``, 0..1, as X32/M32 consoles and TouchOSC faders use it): four linear segments

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..inference.chunks import msst_window
-from .settings import MSST_CROSSFADE, check_crossfade
+from .settings import MSST_CROSSFADE, check_crossfade, check_lengths
 
 
 def window_weights(window: int, hop: int, lookahead: int, crossfade: int | str) -> np.ndarray:
@@ -26,6 +26,7 @@ def window_weights(window: int, hop: int, lookahead: int, crossfade: int | str) 
     in the look-ahead, so X <= lookahead). Each fade-in meets the previous window's fade-out, so
     neighbouring windows crossfade over X samples; X = 0 is a hard cut.
     """
+    check_lengths(window, hop, lookahead)
     check_crossfade(window, hop, lookahead, crossfade)
     if crossfade == MSST_CROSSFADE:
         return msst_window(window).numpy().astype(np.float32)

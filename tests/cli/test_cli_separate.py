@@ -1,42 +1,14 @@
+"""The separate and inspect commands, and separate's error paths."""
 import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 import soundfile as sf
-import torch
 
 import streamer
-from bridge.cli import main
 from streamer.lab.testsignals import generated_clip
 
-from conftest import REPO, randomize, write_yaml
-
-
-@pytest.fixture
-def model_files(tmp_path):
-    cfg_path = write_yaml(tmp_path / "tiny.yaml", chunk_size=22050, num_overlap=2, batch_size=2)
-    cfg = streamer.load_config(cfg_path)
-    torch.manual_seed(0)
-    model = randomize(streamer.build_model(cfg))
-    ckpt = tmp_path / "tiny.ckpt"
-    torch.save(model.state_dict(), ckpt)
-    return cfg_path, ckpt, model, cfg
-
-
-@pytest.fixture
-def song(tmp_path):
-    mix, _ = generated_clip(2.0, 44100, seed=1)
-    path = tmp_path / "song.wav"
-    sf.write(path, mix.T, 44100, subtype="FLOAT")
-    return path, mix
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from cli_helpers import _assert_one_line_error, _no_outputs, model_files, run_cli, song
+from conftest import write_yaml
 
 
 def test_separate_end_to_end(tmp_path, model_files, song, capsys):
@@ -73,19 +45,6 @@ def test_resampled_mono_input_and_folder(tmp_path, model_files, capsys):
     code, _, _ = run_cli(["separate", folder / "a.flac", "--config", cfg_path, "--checkpoint", ckpt,
                           "--out", tmp_path / "m", "--output-rate", "model"], capsys)
     assert code == 0 and sf.info(tmp_path / "m" / "a" / "vocals.wav").samplerate == 44100
-
-
-def _assert_one_line_error(code, err, *fragments):
-    assert code != 0
-    lines = [l for l in err.strip().splitlines() if not l.startswith("WARNING")]
-    assert lines and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f in err
-
-
-def _no_outputs(folder):
-    return not folder.exists() or not any(files for _, _, files in os.walk(folder))
 
 
 def test_error_paths(tmp_path, model_files, song, capsys):
@@ -151,41 +110,3 @@ def test_failed_write_leaves_nothing_behind(tmp_path, model_files, song, capsys,
                             "--instrumental"], capsys)
     _assert_one_line_error(code, err, "disk full")
     assert len(calls) == 2 and _no_outputs(out)
-
-
-def test_demo_streams_a_song_and_inspect(tmp_path, model_files, capsys):
-    import soundfile as sf
-
-    from streamer.lab.testsignals import generated_clip
-
-    song = tmp_path / "song"
-    song.mkdir()
-    _, stems = generated_clip(2.0, 44100, seed=3)
-    for name, data in stems.items():
-        sf.write(song / f"{name}.flac", data.T, 44100, subtype="PCM_24")
-    cfg_path, ckpt, _, _ = model_files
-    demo_cfg = write_yaml(tmp_path / "demo.yaml", stems=("vocals", "drums", "bass", "other"), target=None,
-                          extra_model={"num_stems": 4}, chunk_size=8820)
-    code, stdout, _ = run_cli(["demo", "--out", tmp_path / "demo", "--config", demo_cfg, "--song", song,
-                               "--block", "512"], capsys)
-    assert code == 0
-    assert sorted(os.listdir(tmp_path / "demo")) == sorted(
-        ["mix.wav", "vocals.wav", "drums.wav", "bass.wav", "other.wav", "karaoke.wav", "spectrograms.png"])
-    assert "RANDOM" in stdout and "latency:" in stdout and "real-time factor" in stdout
-    assert "mean SDR improvement" in stdout
-    mix, _ = sf.read(tmp_path / "demo" / "mix.wav", always_2d=True)
-    parts = sum(sf.read(tmp_path / "demo" / f"{s}.wav", always_2d=True)[0] for s in ("vocals", "drums", "bass", "other"))
-    np.testing.assert_allclose(parts, mix, atol=1e-5)  # residual stem: the stems add up to the mix
-    karaoke, _ = sf.read(tmp_path / "demo" / "karaoke.wav", always_2d=True)
-    vocals, _ = sf.read(tmp_path / "demo" / "vocals.wav", always_2d=True)
-    np.testing.assert_allclose(karaoke + vocals, mix, atol=1e-5)
-    code, stdout, _ = run_cli(["inspect", ckpt, "--config", cfg_path], capsys)
-    assert code == 0 and "bs_roformer" in stdout and "dim: 16" in stdout and "matches" in stdout
-
-
-def test_console_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "bridge.cli", "separate", "--help"], capture_output=True,
-                            text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0
-    for flag in ("--config", "--checkpoint", "--out", "--instrumental", "--tta", "--trust-checkpoint"):
-        assert flag in result.stdout
