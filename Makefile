@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo test bench clean synth-deps
+.PHONY: install demo test bench clean synth-deps device-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out
+
+# Wheels the GPU machine lacks (Python 3.12, manylinux x86-64), for `stemstream bench-gpu` there:
+# the versions installed here, into the ignored folder .whl/ (see README, "GPU check").
+DEVICE_WHEELS := rotary-embedding-torch mido soundfile cffi pycparser soxr pedalboard
+device-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	for pkg in $(DEVICE_WHEELS); do \
+		ver=$$($(PY) -c "import importlib.metadata as m; print(m.version('$$pkg'))") || exit 1; \
+		$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+			--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+			--platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl "$$pkg==$$ver" || exit 1; \
+	done
+	ls -la .whl
 
 # Debian packages the song generator (stemstream synth) needs
 synth-deps:

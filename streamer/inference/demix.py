@@ -13,7 +13,9 @@ from tqdm.auto import tqdm
 
 from ..errors import AudioError, SettingsError
 from .chunks import chunk_plan, chunk_weights
-from .runner import Model, autocast_context, model_device, model_stems_output, resolve_precision
+from .graphs import capture, use_cuda_graph
+from .precision import autocast_context, resolve_precision
+from .runner import Model, model_device, model_stems_output
 
 
 def demix(
@@ -25,11 +27,13 @@ def demix(
     device: str | torch.device | None = None,
     precision: str | None = None,
     progress: bool = False,
+    cuda_graph: bool | None = None,
 ) -> np.ndarray:
     """Separate ``mix`` (channels, samples) into (stems, channels, samples) float32.
 
     ``device`` defaults to the model's; ``precision`` (see ``streamer.inference.runner``) defaults to
-    fp32, as MSST on CPU.
+    fp32, as MSST on CPU. ``cuda_graph``: replay full batches as a CUDA graph (see
+    ``streamer.inference.graphs``; None: the default there).
 
     Border reflect padding, chunk padding (reflect when more than half a chunk is real audio,
     zeros otherwise), weighted overlap-add divided by the summed weights, and 0 where no chunk
@@ -57,6 +61,10 @@ def demix(
         x = F.pad(x.unsqueeze(0), (border, border), mode="reflect").squeeze(0)
     weights = chunk_weights(chunk_size, starts, step, padded)
 
+    graph = None
+    if use_cuda_graph(cuda_graph, device):
+        graph = capture(model, (batch_size, mix.shape[0], chunk_size), device, precision)
+
     result: torch.Tensor | None = None
     counter = torch.zeros(mix.shape[0], padded)
     bar = tqdm(total=len(starts), desc="separating", unit="chunk", disable=not progress, leave=False)
@@ -72,7 +80,9 @@ def demix(
                     part = F.pad(part.unsqueeze(0), (0, chunk_size - n), mode=mode).squeeze(0)
                 chunks.append(part)
                 sizes.append(n)
-            out = model_stems_output(model(torch.stack(chunks).to(device)), chunk_size).cpu()
+            batch = torch.stack(chunks).to(device)
+            run = graph if graph is not None and batch.shape[0] == batch_size else model
+            out = model_stems_output(run(batch), chunk_size).cpu()
             if result is None:
                 result = torch.zeros(out.shape[1], mix.shape[0], padded)
             for j, (s, n) in enumerate(zip(batch_starts, sizes)):

@@ -13,7 +13,7 @@ import torch
 from ..msst.build import build_model
 from ..msst.checkpoint import load_checkpoint
 from ..msst.config import Config, load_config
-from .runner import resolve_device, resolve_precision
+from .precision import resolve_device, resolve_precision
 
 
 @dataclass

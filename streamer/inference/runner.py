@@ -1,17 +1,8 @@
-"""Where and how a model runs: the device and precision rules, its output normalised, and the
-per-window :class:`WindowRunner` the stream worker calls.
-
-One rule each, used by offline separation, the streaming engine, the separator and the CLI:
-
-* device: ``"auto"`` is CUDA when present, else CPU; asking for CUDA without it is an error.
-* precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (``"auto"``/``None``: bf16 on CUDA when the model
-  was trained with mixed precision, else fp32). Half precisions are CUDA autocast; elsewhere the
-  model runs fp32 (a warning says so when half precision was asked for explicitly).
-"""
+"""Running a model on windows: its output normalised to (batch, stems, channels, length), and the
+per-window :class:`WindowRunner` the stream worker calls (device and precision rules are in
+``streamer.inference.precision``)."""
 from __future__ import annotations
 
-import contextlib
-import logging
 from typing import Callable
 
 import numpy as np
@@ -19,49 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SettingsError
-
-log = logging.getLogger(__name__)
+from .graphs import capture, use_cuda_graph
+from .precision import autocast_context
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-PRECISIONS = ("fp32", "bf16", "fp16")
-_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; CUDA requested without a CUDA device is refused."""
-    if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise SettingsError(f"device {name!r} is not a device torch knows (cpu, cuda, cuda:1, ...)") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError(f"device {name}: no CUDA device is available (use cpu)")
-    return device
-
-
-def resolve_precision(precision: str | None, device: str | torch.device, use_amp: bool = True) -> str:
-    """The precision a model runs in on ``device`` (see the module docstring)."""
-    device = torch.device(device)
-    if precision is None or precision == "auto":
-        return "bf16" if device.type == "cuda" and use_amp else "fp32"
-    name = _ALIASES.get(precision, precision)
-    if name not in PRECISIONS:
-        raise SettingsError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    if device.type != "cuda" and name != "fp32":
-        log.warning("precision %s only applies on CUDA; running fp32 on %s", name, device)
-        return "fp32"
-    return name
-
-
-def autocast_context(device: str | torch.device, precision: str):
-    """Autocast for a resolved bf16/fp16 precision on CUDA; a no-op for fp32."""
-    device = torch.device(device)
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
 
 
 def model_device(model: Model) -> torch.device:
@@ -89,10 +41,13 @@ class WindowRunner:
     """Runs the model on one window: (channels, window) numpy -> (stems, channels, window) numpy.
 
     On CUDA the window goes through a pinned host buffer with an asynchronous copy and the model
-    runs under bf16/fp16 autocast (the model keeps its STFT and masks in fp32).
+    runs under bf16/fp16 autocast (the model keeps its STFT and masks in fp32), replayed as a CUDA
+    graph when ``cuda_graph`` says so (see ``streamer.inference.graphs``; ``graphed`` tells whether
+    the capture worked).
     """
 
-    def __init__(self, model: Model, channels: int, window: int, device: torch.device, precision: str):
+    def __init__(self, model: Model, channels: int, window: int, device: torch.device, precision: str,
+                 cuda_graph: bool | None = None):
         self.model = model
         self.device = torch.device(device)
         self.precision = precision
@@ -100,12 +55,23 @@ class WindowRunner:
         pin = self.device.type == "cuda"
         self.host = torch.zeros((1, channels, window), dtype=torch.float32, pin_memory=pin)
         self.host_np = self.host.numpy()
+        self.graph = None
+        if use_cuda_graph(cuda_graph, self.device):
+            self.graph = capture(model, (1, channels, window), self.device, precision)
+
+    @property
+    def graphed(self) -> bool:
+        return self.graph is not None
 
     def __call__(self, window: np.ndarray) -> np.ndarray:
         self.host_np[0] = window
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
+        with torch.inference_mode():
             x = self.host.to(self.device, non_blocking=True)
-            out = self.model(x)
+            if self.graph is not None:
+                out = self.graph(x)
+            else:
+                with autocast_context(self.device, self.precision):
+                    out = self.model(x)
         return model_stems_output(out, self.window)[0].cpu().numpy()
 
     def warm_up(self, stems: int) -> None:
@@ -118,9 +84,10 @@ class WindowRunner:
         self(np.zeros((channels, self.window), np.float32))
 
 
-def make_runner(model: Model, channels: int, window: int, device: torch.device, precision: str) -> WindowRunner:
+def make_runner(model: Model, channels: int, window: int, device: torch.device, precision: str,
+                cuda_graph: bool | None = None) -> WindowRunner:
     """The runner for ``model`` (an nn.Module is moved to ``device`` and put in eval mode; any other
     callable is used as it is)."""
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
-    return WindowRunner(model, channels, window, device, precision)
+    return WindowRunner(model, channels, window, device, precision, cuda_graph)

@@ -82,6 +82,15 @@ class _WidthGroups:
             for _, b in self.groups
         ]
 
+    def to(self, device: torch.device) -> None:
+        """Keep the index tensors on the model's device (no host-to-device copy per call, which a CUDA
+        graph could not capture)."""
+        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        self.inverse_band_order = move(self.inverse_band_order)
+        self.inverse_column_order = move(self.inverse_column_order)
+        self.columns = [move(c) for c in self.columns]
+        self.bands = [move(b) for b in self.bands]
+
 
 def _take(t: torch.Tensor, index: torch.Tensor | slice, dim: int) -> torch.Tensor:
     """A contiguous range as a view, anything else as an index_select copy."""
@@ -208,7 +217,10 @@ class _RoformerBase(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self._packed = None
         self._packed_key = None
-        return super()._apply(fn, *args, **kwargs)
+        out = super()._apply(fn, *args, **kwargs)
+        if self.stft_window.device.type != "meta":
+            self._groups.to(self.stft_window.device)
+        return out
 
     # ------------------------------------------------------------------ pieces
     def _band_split(self, x: torch.Tensor, packed: dict[str, Any]) -> torch.Tensor:
@@ -313,12 +325,24 @@ class _RoformerBase(nn.Module):
         """(B, S, L) or (B, L) float audio -> (B, num_stems, S, L') separated stems (always 4-D)."""
         if raw_audio.ndim == 2:
             raw_audio = raw_audio.unsqueeze(1)
+        return self.synthesis(self.core(self.analysis(raw_audio)), raw_audio.shape[-1])
+
+    def analysis(self, raw_audio: torch.Tensor) -> torch.Tensor:
+        """(B, S, L) audio -> the packed real STFT (B, F*S, T, 2) the core takes."""
         if raw_audio.ndim != 3 or raw_audio.shape[1] != self.audio_channels:
             raise ValueError(
                 f"expected audio of shape (batch, {self.audio_channels}, samples), got {tuple(raw_audio.shape)}"
             )
-        b, _, length = raw_audio.shape
-        packed_stft = self._stft(raw_audio)                                          # (B, F*S, T, 2)
+        return self._stft(raw_audio)
+
+    def synthesis(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """The core's masked spectra (B, N, F*S, T) complex -> (B, N, S, L') audio (the iSTFT)."""
+        return self._istft(spec, self._output_length(length))
+
+    def core(self, packed_stft: torch.Tensor) -> torch.Tensor:
+        """Packed STFT (B, F*S, T, 2) -> masked complex spectra (B, N, F*S, T): everything between the
+        STFT and the iSTFT, with fixed shapes and no host synchronisation (a CUDA graph can capture it)."""
+        b = packed_stft.shape[0]
         x = self._gather(packed_stft)
         t = x.shape[2]
         x = rearrange(x, "b f t c -> b t (f c)")
@@ -331,7 +355,7 @@ class _RoformerBase(nn.Module):
         masks = rearrange(masks.float(), "n (b t) (f c) -> b n f t c", b=b, t=t, c=2)
         masks = torch.view_as_complex(self._spread_masks(masks).contiguous())       # (B, N, F*S, T)
         stft_c = torch.view_as_complex(packed_stft.contiguous()).unsqueeze(1)        # (B, 1, F*S, T)
-        return self._istft(stft_c * masks, self._output_length(length))
+        return stft_c * masks
 
 
 class BSRoformer(_RoformerBase):

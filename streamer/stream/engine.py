@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..errors import AudioError, AudioTypeError, SettingsError
-from ..inference.runner import model_device, resolve_precision
+from ..inference.precision import resolve_precision
+from ..inference.runner import model_device
 from . import kernels as rt
 from .host import default_worker_threads, make_host
 from .ring import AudioSlot, SharedBuffers, WorkerSlot, ring_sizes
@@ -61,13 +62,15 @@ class StreamEngine:
             compute (default: one hop). It must exceed the inference time plus one audio block.
         fade_ms: real-time mode: how fast separation fades back in after a missed hop.
         threads: torch CPU threads for the worker (default for a process: all cores but one).
+        cuda_graph: on CUDA, replay each window as a CUDA graph (None: the default of
+            ``streamer.inference.graphs``); ``stats["cuda_graph"]`` tells whether it is in use.
     """
 
     def __init__(self, model: torch.nn.Module, stems: Sequence[str], sample_rate: int, window: int, hop: int,
                  lookahead: int, crossfade: int | str | None = None, residual: str | None = None,
                  device: str | torch.device | None = None, precision: str | None = None, realtime: bool = False,
                  worker: str = "process", compute_allowance: int | None = None, fade_ms: float = 5.0,
-                 threads: int | None = None, channels: int | None = None):
+                 threads: int | None = None, channels: int | None = None, cuda_graph: bool | None = None):
         self.model = model
         self.model_stems = [str(s) for s in stems]
         if not self.model_stems or len(set(self.model_stems)) != len(self.model_stems):
@@ -107,7 +110,7 @@ class StreamEngine:
         self.worker_settings = WorkerSettings(
             stream=self.settings, device=str(self.device), precision=self.precision, channels=self.channels,
             model_stems=len(self.model_stems), stems_out=len(self.stems), residual=self.residual_index,
-            threads=threads or default_worker_threads(), allowance=self.compute_allowance)
+            threads=threads or default_worker_threads(), allowance=self.compute_allowance, cuda_graph=cuda_graph)
         self.buffers.clear_stream()
         self.buffers.clear_counters()
         rt.warm_up()
@@ -161,6 +164,7 @@ class StreamEngine:
             "nonfinite_input": int(b.audio_state[AudioSlot.NONFINITE]),
             "nonfinite_output": int(b.worker_state[WorkerSlot.NONFINITE_OUT]),
             "latency_ms": 1000 * self.latency_seconds,
+            "cuda_graph": bool(b.worker_state[WorkerSlot.GRAPHED]),
             "error": b.error_message(),
         }
 

@@ -46,6 +46,7 @@ class WorkerSlot(IntEnum):
     STOP = 5          # set by the owner: the worker should return
     TIMES = 6         # windows timed so far (``times`` holds the last TIMES_CAPACITY)
     FAILED = 7        # 1 when the worker stopped with an error (see ``error``)
+    GRAPHED = 8       # 1 when the worker replays windows as a CUDA graph
 
 
 AUDIO_STATE_SIZE = len(AudioSlot) + 1  # one spare slot

@@ -211,3 +211,4 @@ class WorkerSettings:
     residual: int           # index of the residual stem, -1 for none
     threads: int            # torch threads of a worker process
     allowance: int          # samples between a window's input arriving and its region playing
+    cuda_graph: bool | None = None  # replay windows as a CUDA graph (None: streamer.inference.graphs' default)

@@ -131,7 +131,8 @@ def serve_guarded(worker: WindowWorker) -> None:
 def build_worker(buffers: SharedBuffers, model, s: WorkerSettings) -> WindowWorker:
     """The worker for ``model`` under settings ``s``, warmed up (two windows of silence)."""
     st = s.stream
-    runner = make_runner(model, s.channels, st.window, s.device, s.precision)
+    runner = make_runner(model, s.channels, st.window, s.device, s.precision, s.cuda_graph)
+    buffers.worker_state[WorkerSlot.GRAPHED] = int(runner.graphed)
     weights = window_weights(st.window, st.hop, st.lookahead, st.crossfade)
     overlap = OverlapAdd(s.model_stems, s.stems_out, s.channels, st.window, st.hop, st.lookahead, weights, s.residual)
     runner.warm_up(s.model_stems)

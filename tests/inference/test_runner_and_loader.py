@@ -9,7 +9,8 @@ import streamer
 from bridge import StemSeparator
 from streamer.errors import ConfigError, SettingsError
 from streamer.inference.loader import load_model
-from streamer.inference.runner import make_runner, resolve_device, resolve_precision
+from streamer.inference.precision import resolve_device, resolve_precision
+from streamer.inference.runner import make_runner
 
 from conftest import randomize, write_yaml
 

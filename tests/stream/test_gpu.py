@@ -40,3 +40,20 @@ def test_cuda_realtime_process_worker(model_and_config):
         out = np.concatenate([engine.process(np.zeros((2, 512), np.float32)) for _ in range(200)], axis=-1)
         assert engine.stats["error"] is None
     assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_engine_and_demix_match_eager(model_and_config, precision):
+    model, cfg = model_and_config
+    model = model.cuda()
+    audio = (np.random.default_rng(1).standard_normal((2, 44100 * 2)) * 0.2).astype(np.float32)
+    settings = dict(window=22050, hop=5512, lookahead=5512, device="cuda", precision=precision)
+    eager = StreamEngine(model, cfg.stems, 44100, cuda_graph=False, **settings).separate(audio, 512)
+    graphed_engine = StreamEngine(model, cfg.stems, 44100, cuda_graph=True, **settings)
+    assert graphed_engine._host.worker.runner.graphed
+    graphed = graphed_engine.separate(audio, 512)
+    tol = 1e-5 if precision == "fp32" else 1e-2
+    assert np.linalg.norm(graphed - eager) / np.linalg.norm(eager) < tol
+    ref = streamer.demix(model, audio, 22050, 2, batch_size=2, precision=precision, cuda_graph=False)
+    got = streamer.demix(model, audio, 22050, 2, batch_size=2, precision=precision, cuda_graph=True)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < tol
