@@ -1,14 +1,16 @@
-"""Reading, adapting and writing audio files for offline separation."""
+"""Reading and adapting audio files (read, check, resample, mono/stereo) and song folders in MUSDB layout.
+
+Writing output files and folders, atomically, is ``streamer.outputs``."""
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from .errors import AudioError
+
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 
@@ -52,71 +54,6 @@ def adapt_channels(audio: np.ndarray, channels: int, where: str = "audio") -> np
     if channels == 1:
         return audio.mean(axis=0, keepdims=True)
     raise AudioError(f"{where}: has {have} channels; the model takes {channels} (mono or stereo input only)")
-
-
-def check_writable_dir(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise AudioError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise AudioError(f"output folder is not writable: {path}")
-    return path
-
-
-class AtomicWriter:
-    """Writes files under temporary names and renames them all at the end, or removes them all.
-
-    Used as a context manager: if anything fails before ``commit()``, no output file is left behind.
-    """
-
-    def __init__(self):
-        self._pending: list[tuple[str, str]] = []
-
-    def write(self, path: str, audio: np.ndarray, rate: int, subtype: str | None = None) -> None:
-        folder = os.path.dirname(os.path.abspath(path))
-        check_writable_dir(folder)
-        base, ext = os.path.splitext(os.path.basename(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".part{ext}", dir=folder)
-        os.close(fd)
-        self._pending.append((tmp, path))
-        try:
-            sf.write(tmp, np.ascontiguousarray(audio.T), rate, subtype=subtype, format=_format_for(ext))
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-            raise AudioError(f"cannot write {path}: {exc}") from None
-
-    def commit(self) -> list[str]:
-        done = []
-        for tmp, final in self._pending:
-            os.replace(tmp, final)
-            done.append(final)
-        self._pending = []
-        return done
-
-    def abort(self) -> None:
-        for tmp, _ in self._pending:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-        self._pending = []
-
-    def __enter__(self) -> "AtomicWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.commit()
-
-
-def _format_for(ext: str) -> str:
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}.get(ext.lower())
-    if fmt is None:
-        raise AudioError(f"unsupported output format '{ext}' (use wav, flac, ogg or aiff)")
-    return fmt
 
 
 STEM_EXTENSIONS = (".wav", ".flac")

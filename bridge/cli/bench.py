@@ -131,6 +131,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  audio side per {args.block}-frame block: median {sm['cost_us_median']:.0f} us, "
               f"p99 {sm['cost_us_p99']:.0f} us, max {sm['cost_us_max']:.0f} us; callback start late p99 "
               f"{sm['wake_late_us_p99']:.0f} us, max {sm['wake_late_us_max']:.0f} us; overruns {sm['overruns']}")
+        if st["worker_deaths"]:
+            print(f"  worker died {st['worker_deaths']} time(s), restarted {st['worker_restarts']} time(s)"
+                  f"{'; gave up (dry input since)' if st['worker_given_up'] else ''}")
         if st["error"]:
             print(f"  worker error: {st['error']}")
         results.append((engine.hop, st["deadline_misses"]))

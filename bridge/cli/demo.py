@@ -31,7 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import soundfile as sf
     import torch
 
-    from streamer.audio import AtomicWriter, check_writable_dir
+    from streamer.outputs import AtomicWriter, output_folder
     from streamer.errors import StemstreamError
     from streamer.inference.loader import load_model
     from streamer.lab.evaluate import spectrogram_png
@@ -49,23 +49,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise StemstreamError(f"{args.song}: stems are {sr} Hz, the model needs {rate} Hz")
         truth[stem] = np.ascontiguousarray(data.T)
     mix = np.sum(list(truth.values()), axis=0).astype(np.float32)
-    out_dir = check_writable_dir(args.out)
 
     residual = "other" if "other" in config.stems else None
     engine = StreamEngine.from_config(config, model, preset=args.preset, residual=residual)
-    t0 = time.perf_counter()
-    est = engine.separate(mix, args.block)
-    took = time.perf_counter() - t0
-    stems = {name: est[i] for i, name in enumerate(engine.stems)}
-    vocal = "vocals" if "vocals" in stems else engine.stems[0]
-    karaoke = np.sum([v for k, v in stems.items() if k != vocal], axis=0)
-    with AtomicWriter() as writer:
-        writer.write(os.path.join(out_dir, "mix.wav"), mix, rate, "FLOAT")
-        for name, data in stems.items():
-            writer.write(os.path.join(out_dir, f"{name}.wav"), data, rate, "FLOAT")
-        writer.write(os.path.join(out_dir, "karaoke.wav"), karaoke, rate, "FLOAT")
-    png = os.path.join(out_dir, "spectrograms.png")
-    spectrogram_png({"mixture": mix, **{f"{k} (separated)": v for k, v in stems.items()}}, rate, png)
+    with output_folder(args.out) as out_dir:  # removed again if it was made here and the run fails
+        t0 = time.perf_counter()
+        est = engine.separate(mix, args.block)
+        took = time.perf_counter() - t0
+        stems = {name: est[i] for i, name in enumerate(engine.stems)}
+        vocal = "vocals" if "vocals" in stems else engine.stems[0]
+        karaoke = np.sum([v for k, v in stems.items() if k != vocal], axis=0)
+        png = os.path.join(out_dir, "spectrograms.png")
+        part = os.path.join(out_dir, ".spectrograms.part.png")
+        try:
+            spectrogram_png({"mixture": mix, **{f"{k} (separated)": v for k, v in stems.items()}}, rate, part)
+            with AtomicWriter() as writer:  # the sound files appear together, then the picture
+                writer.write(os.path.join(out_dir, "mix.wav"), mix, rate, "FLOAT")
+                for name, data in stems.items():
+                    writer.write(os.path.join(out_dir, f"{name}.wav"), data, rate, "FLOAT")
+                writer.write(os.path.join(out_dir, "karaoke.wav"), karaoke, rate, "FLOAT")
+            os.replace(part, png)
+        finally:
+            if os.path.exists(part):
+                os.remove(part)
 
     seconds = mix.shape[1] / rate
     ms = lambda n: 1000.0 * n / rate  # noqa: E731

@@ -43,30 +43,31 @@ def register(sub) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    from streamer.audio import check_writable_dir
     from streamer.errors import AudioError
-    from streamer.inference.separate import SeparationOptions, list_inputs, separate_file
+    from streamer.inference.separate import SeparationOptions, list_inputs, plan_outputs, separate_file
+    from streamer.outputs import output_folder
 
     inputs = list_inputs(args.inputs)
     for p in inputs:
         if not os.path.isfile(p):
             raise AudioError(f"audio file not found: {p}")
-    check_writable_dir(args.out)
-    loaded = load_from_args(args)
-    subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
-    opts = SeparationOptions(
-        chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
-        instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
-        device=str(loaded.device), precision=loaded.precision,
-        progress=not args.no_progress and sys.stderr.isatty(),
-    )
-    for path in inputs:
-        t0 = time.perf_counter()
-        result = separate_file(loaded.model, loaded.config, path, args.out, opts)
-        took = time.perf_counter() - t0
-        seconds = next(iter(result.stems.values())).shape[1] / result.sample_rate
-        print(f"{path}: {len(result.files)} stems in {took:.1f} s ({took / max(seconds, 1e-9):.2f}x real time)"
-              f" -> {os.path.dirname(result.files[0])}")
+    plan = plan_outputs(inputs, args.out)  # inputs that would write the same stems folder: refused before any work
+    with output_folder(args.out):  # a folder this run creates is removed again if the run fails
+        loaded = load_from_args(args)
+        subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
+        opts = SeparationOptions(
+            chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
+            instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
+            device=str(loaded.device), precision=loaded.precision,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+        for path, folder in plan.items():
+            t0 = time.perf_counter()
+            result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder)
+            took = time.perf_counter() - t0
+            seconds = next(iter(result.stems.values())).shape[1] / result.sample_rate
+            print(f"{path}: {len(result.files)} stems in {took:.1f} s ({took / max(seconds, 1e-9):.2f}x real time)"
+                  f" -> {folder}")
     return 0
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..audio import (AUDIO_EXTENSIONS, AtomicWriter, adapt_channels, check_finite, check_writable_dir, read_audio,
-                     resample)
+from ..audio import AUDIO_EXTENSIONS, adapt_channels, check_finite, read_audio, resample
+from ..outputs import AtomicFolder
 from ..errors import AudioError
 from ..msst.config import Config
 from .demix import demix, demix_tta
@@ -72,23 +72,35 @@ def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
 
 
 def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: str,
-                  opts: SeparationOptions | None = None) -> SeparationResult:
-    """Separate one file into ``out_dir/<file name>/<stem>.<fmt>``; nothing is left half-written."""
+                  opts: SeparationOptions | None = None, folder: str | None = None) -> SeparationResult:
+    """Separate one file into ``folder/<stem>.<fmt>``; ``folder`` defaults to ``out_dir/<file name>`` (see
+    :func:`plan_outputs` for several inputs).
+
+    The stems appear all together or not at all (:class:`~streamer.outputs.AtomicFolder`): they are written into
+    a temporary folder next to ``folder`` and swapped into place when all are written, replacing an earlier
+    run's folder whole (readers see the old stems or the new ones, never a mix). If anything fails or is
+    interrupted, ``folder`` is untouched and nothing temporary is left; output folders this call created are
+    removed again if empty. Refused before any work (AudioError): an existing ``folder`` holding anything but
+    stem files, and an input inside its own stems folder.
+    """
     opts = opts or SeparationOptions()
+    name = _base_name(path)
+    folder = os.path.join(out_dir, name) if folder is None else os.fspath(folder)
     audio, rate = read_audio(path)
     check_finite(audio, path)
+    _check_outside(path, folder)
+    stems_folder = AtomicFolder(folder, replaceable=[*config.stems, "instrumental"])
+    stems_folder.check()  # before the long work, and again when swapping into place
     x = resample(audio, rate, config.sample_rate)
     x = adapt_channels(x, config.channels, path)
     stems = separate_array(model, config, x, opts)
 
-    name = os.path.splitext(os.path.basename(path))[0]
-    folder = check_writable_dir(os.path.join(out_dir, name))
     out_rate = rate if opts.output_rate == "input" else config.sample_rate
     result = SeparationResult(stems=stems, sample_rate=config.sample_rate)
     subtype = opts.subtype
     if opts.fmt == "flac" and subtype == "FLOAT":
         subtype = "PCM_24"
-    with AtomicWriter() as writer:  # all stems appear together, or none on failure
+    with stems_folder as writer:  # all stems appear together, or none on failure
         for stem, data in stems.items():
             data = resample(data, config.sample_rate, out_rate)
             if out_rate == rate:  # exactly the input's length, whatever resampling rounding did
@@ -99,6 +111,48 @@ def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: st
             writer.write(target, data, out_rate, subtype)
             result.files.append(target)
     return result
+
+
+def plan_outputs(inputs: list[str], out_dir: str) -> dict[str, str]:
+    """The stems folder of each input, in input order: ``out_dir/<file name without extension>``.
+
+    Checks only names (reads and creates nothing), so it can run before any work. Raises one AudioError
+    listing every folder that two or more inputs would write (``a/song.wav b/song.wav``, ``song.wav
+    song.flac``, the same file given twice; names compared ignoring case, as macOS and Windows file systems
+    do), and an AudioError if an input lies inside a stems folder (a run replaces that folder).
+    """
+    plan: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for path in inputs:
+        folder = os.path.join(out_dir, _base_name(path))
+        groups.setdefault(os.path.abspath(folder).casefold(), []).append(path)
+        plan.setdefault(path, folder)
+    clashes = [paths for paths in groups.values() if len(paths) > 1]
+    if clashes:
+        listed = "; ".join(f"{os.path.join(out_dir, _base_name(paths[0]))} <- {', '.join(paths)}" for paths in clashes)
+        raise AudioError(f"{sum(map(len, clashes))} inputs would write the same stems folder"
+                         f"{'s' if len(clashes) > 1 else ''}: {listed}; rename them or separate them into "
+                         f"different --out folders")
+    folders = {os.path.realpath(f): f for f in plan.values()}
+    for path in inputs:
+        p = os.path.realpath(path)
+        while os.path.dirname(p) != p:
+            p = os.path.dirname(p)
+            if p in folders:
+                raise AudioError(f"{path} lies inside the stems folder {folders[p]}, which the run replaces; "
+                                 f"move it or choose another --out")
+    return plan
+
+
+def _base_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(os.fspath(path)))[0]
+
+
+def _check_outside(path: str, folder: str) -> None:
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    if os.path.commonpath([p, f]) == f:
+        raise AudioError(f"{path} lies inside its stems folder {folder}, which the run replaces; "
+                         f"move it or choose another --out")
 
 
 def _fit_length(data: np.ndarray, length: int) -> np.ndarray:

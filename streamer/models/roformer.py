@@ -214,6 +214,14 @@ class _RoformerBase(nn.Module):
             masks.append((shared, last))
         return {"split": split, "masks": masks}
 
+    def __getstate__(self):
+        # the packed weights are a cache: never copied or pickled (a worker process re-packs them)
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state["_packed"] = None
+        state["_packed_key"] = None
+        return state
+
     def _apply(self, fn, *args, **kwargs):
         self._packed = None
         self._packed_key = None

@@ -29,6 +29,7 @@ from ..inference.precision import resolve_precision
 from ..inference.runner import model_device
 from . import kernels as rt
 from .host import default_worker_threads, make_host
+from .supervisor import DEFAULT_MAX_RESTARTS, Supervisor
 from .ring import AudioSlot, SharedBuffers, WorkerSlot, ring_sizes
 from .settings import DEFAULT_PRESET, StreamSettings, WorkerSettings, output_stems, preset_settings
 
@@ -64,13 +65,16 @@ class StreamEngine:
         threads: torch CPU threads for the worker (default for a process: all cores but one).
         cuda_graph: on CUDA, replay each window as a CUDA graph (None: the default of
             ``streamer.inference.graphs``); ``stats["cuda_graph"]`` tells whether it is in use.
+        max_restarts: real-time mode: how often a worker that died is restarted (see
+            ``streamer.stream.supervisor``); the audio plays the dry input meanwhile.
     """
 
     def __init__(self, model: torch.nn.Module, stems: Sequence[str], sample_rate: int, window: int, hop: int,
                  lookahead: int, crossfade: int | str | None = None, residual: str | None = None,
                  device: str | torch.device | None = None, precision: str | None = None, realtime: bool = False,
                  worker: str = "process", compute_allowance: int | None = None, fade_ms: float = 5.0,
-                 threads: int | None = None, channels: int | None = None, cuda_graph: bool | None = None):
+                 threads: int | None = None, channels: int | None = None, cuda_graph: bool | None = None,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS):
         self.model = model
         self.model_stems = [str(s) for s in stems]
         if not self.model_stems or len(set(self.model_stems)) != len(self.model_stems):
@@ -117,6 +121,10 @@ class StreamEngine:
         self._host = make_host(host_kind, self.buffers, tensors, model, self.worker_settings, threads)
         if self._host.worker is not None:
             self.model = self._host.worker.runner.model  # moved to the device
+        if max_restarts < 0:
+            raise SettingsError(f"max_restarts must be >= 0, got {max_restarts}")
+        # poll several times per hop, so a dead worker is noticed within one hop
+        self._supervisor = Supervisor(self._host, min(0.05, self.hop / self.sample_rate / 4), max_restarts)
 
     # ------------------------------------------------------------------ set-up helpers
     @classmethod
@@ -146,6 +154,11 @@ class StreamEngine:
         return self._host.running
 
     @property
+    def worker_pid(self) -> int | None:
+        """The worker process's id (process worker only, while it runs)."""
+        return self._host.pid if self._host.running else None
+
+    @property
     def stats(self) -> dict:
         """Counters and timings. Safe to read from any thread while streaming."""
         b = self.buffers
@@ -165,18 +178,33 @@ class StreamEngine:
             "nonfinite_output": int(b.worker_state[WorkerSlot.NONFINITE_OUT]),
             "latency_ms": 1000 * self.latency_seconds,
             "cuda_graph": bool(b.worker_state[WorkerSlot.GRAPHED]),
-            "error": b.error_message(),
+            "worker_deaths": self._supervisor.deaths,
+            "worker_restarts": self._supervisor.restarts,
+            "worker_given_up": self._supervisor.given_up,
+            "error": b.error_message() or self._supervisor.last_cause,
         }
 
     # ------------------------------------------------------------------ worker lifetime
     def start(self, timeout: float = 120.0) -> "StreamEngine":
-        """Start the real-time worker (no-op inline or when already running). Waits until it is warm."""
-        self._host.start(timeout)
+        """Start the real-time worker (no-op inline or when already running). Waits until it is warm,
+        then a supervisor watches it (see ``max_restarts``)."""
+        if not self.realtime:
+            return self
+        with self._supervisor.lock:
+            self._host.start(timeout)
+        self._supervisor.start_timeout = timeout
+        self._supervisor.start()
         return self
 
     def stop(self) -> None:
-        """Stop the worker. Harmless when not started or already stopped."""
-        self._host.stop()
+        """Stop the worker within about two seconds (a worker that does not answer is killed). Harmless
+        when not started or already stopped."""
+        supervisor = getattr(self, "_supervisor", None)
+        if supervisor is None:
+            return
+        supervisor.stop()
+        with supervisor.lock:
+            self._host.stop()
 
     def __enter__(self) -> "StreamEngine":
         return self.start()

@@ -1,13 +1,21 @@
 """Where the inference worker runs: inline (in the caller's ``process``), on a thread, or in a process.
 
 Every host has the same face: ``start(timeout)`` (returns once the worker is warm and serving),
-``stop()``, ``running``, and ``worker`` (the in-process :class:`WindowWorker`, None for a process).
-A process worker is spawned with the shared ring's tensors, the model and the frozen
-:class:`~streamer.stream.settings.WorkerSettings`, and rebuilds its worker around them.
+``stop()`` (within about two seconds, whatever the worker is doing), ``running``, ``pid``,
+``crashed()`` and ``exit_cause()`` (for the supervisor), and ``worker`` (the in-process
+:class:`WindowWorker`, None for a process).
+
+A process worker is spawned with only small arguments (the shared ring's tensors, the frozen
+:class:`~streamer.stream.settings.WorkerSettings` and one end of a pipe); the model follows through
+the pipe as one shared block per dtype (``streamer.stream.share``), sent from a thread while the
+parent watches the child. So a child that dies while starting (for example because it re-imported a
+script without an ``if __name__ == "__main__":`` guard) ends start-up with one clear error instead of
+a hang, and the file descriptors used do not grow with the number of tensors.
 """
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -16,9 +24,13 @@ import torch
 from ..errors import SettingsError, WorkerError
 from .ring import AudioSlot, SharedBuffers, WorkerSlot
 from .settings import WorkerSettings
+from .share import share_model, unshare_model
 from .worker import WindowWorker, build_worker, serve_guarded
 
 HOST_KINDS = ("inline", "thread", "process")
+STOP_GRACE_SECONDS = 1.0   # how long stop() lets a worker finish its window before killing it
+MAIN_GUARD_HINT = ("the worker process re-imports the script that started it: put the code that starts streaming "
+                   "under `if __name__ == \"__main__\":` (or use worker=\"thread\")")
 
 
 def default_worker_threads() -> int:
@@ -39,11 +51,21 @@ class InlineHost:
     def running(self) -> bool:
         return False
 
+    @property
+    def pid(self) -> int | None:
+        return None
+
     def start(self, timeout: float = 120.0) -> None:
         pass
 
     def stop(self) -> None:
         pass
+
+    def crashed(self) -> bool:
+        return False
+
+    def exit_cause(self) -> str:
+        return ""
 
     def restart_stream(self) -> None:
         """The stream was reset: follow the ring's new generation from the first window on."""
@@ -52,26 +74,40 @@ class InlineHost:
 
 
 class _ServingHost(InlineHost):
-    """Shared start-up wait of the thread and process hosts."""
+    """Shared start-up and health logic of the thread and process hosts."""
+
+    _started = False  # start() succeeded and stop() was not called since
 
     def _wait_ready(self, timeout: float) -> None:
         b = self.buffers
         deadline = time.monotonic() + timeout
         while not b.worker_state[WorkerSlot.READY]:
             if b.worker_state[WorkerSlot.FAILED]:
+                message = b.error_message()
                 self.stop()
-                raise WorkerError(b.error_message())
-            if not self.running or time.monotonic() > deadline:
-                alive = self.running
+                raise WorkerError(message)
+            if not self.running:
+                cause = self.exit_cause()
                 self.stop()
-                raise WorkerError("the inference worker did not start" + (f" within {timeout:.0f} s" if alive else ""))
+                raise WorkerError(cause)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise WorkerError(f"the inference worker did not start within {timeout:.0f} s")
             time.sleep(0.01)
+        self._started = True
 
     def _reset_flags(self) -> None:
         b = self.buffers
-        b.worker_state[WorkerSlot.STOP] = 0
-        b.worker_state[WorkerSlot.READY] = 0
-        b.worker_state[WorkerSlot.FAILED] = 0
+        for slot in (WorkerSlot.STOP, WorkerSlot.READY, WorkerSlot.FAILED, WorkerSlot.STARTED):
+            b.worker_state[slot] = 0
+
+    def crashed(self) -> bool:
+        """True when a worker that was serving has stopped without being asked to."""
+        return self._started and (not self.running or bool(self.buffers.worker_state[WorkerSlot.FAILED]))
+
+    def restart(self, timeout: float = 120.0) -> None:
+        self.stop()
+        self.start(timeout)
 
 
 class ThreadHost(_ServingHost):
@@ -88,6 +124,9 @@ class ThreadHost(_ServingHost):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def exit_cause(self) -> str:
+        return self.buffers.error_message() or "the inference thread ended"
+
     def start(self, timeout: float = 120.0) -> None:
         if self.running:
             return
@@ -95,24 +134,33 @@ class ThreadHost(_ServingHost):
         if self.threads:
             torch.set_num_threads(self.threads)
         self.worker.generation = int(self.buffers.audio_state[AudioSlot.GENERATION])
+        self.worker.reset()
         self._thread = threading.Thread(target=serve_guarded, args=(self.worker,), name="stemstream-inference",
                                         daemon=True)
         self._thread.start()
         self._wait_ready(timeout)
 
     def stop(self) -> None:
+        self._started = False
         self.buffers.worker_state[WorkerSlot.STOP] = 1
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            # a thread cannot be killed: it gets the grace period plus a window's worth, then is left behind
+            # as a daemon (it returns at its next STOP check)
+            self._thread.join(timeout=2 * STOP_GRACE_SECONDS)
             self._thread = None
 
 
-def process_main(tensors: dict[str, torch.Tensor], model, settings: WorkerSettings) -> None:
-    """Entry point of the worker process (spawned): rebuild the worker around the shared arrays."""
+def process_main(conn, tensors: dict[str, torch.Tensor], settings: WorkerSettings) -> None:
+    """Entry point of the worker process (spawned): receive the model, rebuild the worker, serve."""
     buffers = SharedBuffers.from_tensors(tensors)
+    buffers.worker_state[WorkerSlot.STARTED] = 1
     try:
         if settings.threads:
             torch.set_num_threads(settings.threads)
+        if not conn.poll(120):
+            raise WorkerError("the model did not arrive from the parent process within 120 s")
+        model = unshare_model(conn.recv())
+        conn.close()
         worker = build_worker(buffers, model, settings)
     except Exception as exc:  # noqa: BLE001
         buffers.set_error(f"inference worker could not start: {type(exc).__name__}: {exc}")
@@ -129,43 +177,81 @@ class ProcessHost(_ServingHost):
         self.buffers = buffers
         self.worker = None
         self._tensors = tensors
-        self._model = model
+        self._shared = share_model(model)
         self._settings = settings
         self._process = None
+        self._send_error: BaseException | None = None
 
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def restart_stream(self) -> None:
         pass  # the worker process follows the ring's generation itself
+
+    def exit_cause(self) -> str:
+        message = self.buffers.error_message()
+        if message:
+            return message
+        code = self._process.exitcode if self._process is not None else None
+        if code is None:
+            how = "is not running"
+        elif code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        if not self.buffers.worker_state[WorkerSlot.STARTED]:
+            return f"the inference worker process {how} before it started; {MAIN_GUARD_HINT}"
+        return f"the inference worker process {how}"
 
     def start(self, timeout: float = 120.0) -> None:
         if self.running:
             return
         self._reset_flags()
         ctx = torch.multiprocessing.get_context("spawn")
-        self._process = ctx.Process(target=process_main, args=(self._tensors, self._model, self._settings),
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(target=process_main, args=(parent_conn, self._tensors, self._settings),
                                     name="stemstream-inference", daemon=True)
         try:
             self._process.start()
         except RuntimeError as exc:
             self._process = None
+            child_conn.close()
             if "bootstrapping phase" in str(exc):
-                raise WorkerError(
-                    "the process worker starts a fresh Python that re-imports your script: put the code that "
-                    "starts streaming under `if __name__ == \"__main__\":`, or use worker=\"thread\"") from exc
+                raise WorkerError(MAIN_GUARD_HINT) from exc
             raise
+        finally:
+            parent_conn.close()  # the child's end: only the child holds it now, so a dead child breaks the pipe
+        sender = threading.Thread(target=self._send, args=(child_conn,), name="stemstream-model-sender", daemon=True)
+        sender.start()
         self._wait_ready(timeout)
 
+    def _send(self, conn) -> None:
+        try:
+            conn.send(self._shared)
+        except (OSError, EOFError) as exc:  # the child died before reading it: start() reports the death
+            self._send_error = exc
+        finally:
+            conn.close()
+
     def stop(self) -> None:
+        self._started = False
         self.buffers.worker_state[WorkerSlot.STOP] = 1
-        if self._process is not None:
-            self._process.join(timeout=30)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(timeout=5)
-            self._process = None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.join(timeout=STOP_GRACE_SECONDS)
+        if process.is_alive():
+            process.kill()  # SIGKILL also ends a frozen (SIGSTOPped) process, which SIGTERM would not
+            process.join(timeout=STOP_GRACE_SECONDS)
+        self._last_exitcode = process.exitcode
 
 
 def make_host(kind: str, buffers: SharedBuffers, tensors: dict[str, torch.Tensor], model,

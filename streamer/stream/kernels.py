@@ -14,7 +14,7 @@ integer constants below, bound at compile time.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from .ring import AUDIO_STATE_SIZE, TAG_SHIFT, AudioSlot
 
@@ -25,7 +25,9 @@ CUR_OK = int(AudioSlot.CUR_OK)
 MISSES = int(AudioSlot.MISSES)
 GENERATION = int(AudioSlot.GENERATION)
 
-_WRITE_SIG = "int64(float32[:, :], float32[:, :], int64)"
+# the block may be read-only (np.frombuffer, a slice of a memory-mapped file): the signature says so, and a
+# writable block matches it too, so there is still exactly one compiled version
+_WRITE_SIG = types.int64(types.Array(types.float32, 2, "A", readonly=True), types.float32[:, :], types.int64)
 
 
 @njit(_WRITE_SIG, cache=True, nogil=True)

@@ -47,6 +47,7 @@ class WorkerSlot(IntEnum):
     TIMES = 6         # windows timed so far (``times`` holds the last TIMES_CAPACITY)
     FAILED = 7        # 1 when the worker stopped with an error (see ``error``)
     GRAPHED = 8       # 1 when the worker replays windows as a CUDA graph
+    STARTED = 9       # 1 once stemstream's worker code runs (a process that dies before did not get that far)
 
 
 AUDIO_STATE_SIZE = len(AudioSlot) + 1  # one spare slot

@@ -2,7 +2,7 @@
 
 * ``bridge`` uses ``streamer``, never the reverse;
 * inside ``streamer`` each package imports only the layers below it (models < msst < inference <
-  stream < lab; ``audio``, ``errors`` and ``assets`` are the ground), so runtime code never imports
+  stream < lab; ``audio``, ``outputs``, ``errors`` and ``assets`` are the ground), so runtime code never imports
   the lab tooling and ``stream`` never imports offline ``demix``;
 * in ``bridge`` the audio path (``plugin``, ``mix``) never imports the lab tooling; the CLI may;
 * no module imports its own package's ``__init__`` face;
@@ -24,14 +24,15 @@ ALLOWED = {
     "streamer.errors": (),
     "streamer.assets": (),
     "streamer.audio": ("streamer.errors",),
+    "streamer.outputs": ("streamer.audio", "streamer.errors"),
     "streamer.models": ("streamer.models",),
     "streamer.msst": ("streamer.msst", "streamer.models", "streamer.errors"),
     "streamer.inference": ("streamer.inference", "streamer.msst", "streamer.models", "streamer.audio",
-                           "streamer.errors"),
+                           "streamer.outputs", "streamer.errors"),
     "streamer.stream": ("streamer.stream", "streamer.inference.runner", "streamer.inference.precision",
                         "streamer.inference.chunks", "streamer.msst", "streamer.errors"),
     "streamer.lab": ("streamer.lab", "streamer.stream", "streamer.inference", "streamer.msst", "streamer.models",
-                     "streamer.audio", "streamer.errors", "streamer.assets"),
+                     "streamer.audio", "streamer.outputs", "streamer.errors", "streamer.assets"),
     "bridge.mix": ("bridge.mix", "streamer.errors", "streamer.audio"),
     "bridge.plugin": ("bridge.plugin", "bridge.mix", "streamer.stream", "streamer.inference", "streamer.msst",
                       "streamer.audio", "streamer.errors"),
