@@ -9,6 +9,12 @@ soloed, only the soloed stems are heard on that bus (mute still wins).
 Fader law (``fader``, 0..1, as X32/M32 consoles and TouchOSC faders use it): four linear segments
 in dB, 1.0 = +10 dB, 0.75 = 0 dB (unity), 0.5 = -10 dB, 0.25 = -30 dB, 0.0625 = -60 dB, 0 = off.
 
+Control values: ``gain_db`` is a number (``-inf`` is silence; above +24 dB it stops at +24), ``fader``
+a number (beyond 0..1 it stops at its ends, as a fader does), ``mute``/``solo`` ``True``/``False`` (or
+1/0, as OSC toggles send them). NaN, strings, ``None`` and other types are refused with a
+``SettingsError`` naming the stem and the control, and the control keeps its value: nothing is
+silently read as something else (a NaN fader is not "off", the string ``"false"`` is not true).
+
 With every gain of a bus at unity and nothing muted or soloed, the bus is the delayed input itself,
 bit for bit (when the engine has a residual stem, the stems sum to it), as DJ hardware passes the
 signal through untouched when nothing is engaged.
@@ -16,6 +22,7 @@ signal through untouched when nothing is engaged.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from typing import Iterable, Sequence
 
@@ -27,9 +34,21 @@ from streamer.errors import SettingsError
 SILENCE_DB = -120.0
 
 
+def _real(value) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def checked_fader(where: str, value) -> float:
+    """A fader position from a control: a number (clamped to 0..1 by ``fader_to_db``); NaN refused."""
+    if not _real(value) or math.isnan(float(value)):
+        raise SettingsError(f"{where}: fader must be a number from 0 to 1 (0.75 = unity, 0 = off), got {value!r}")
+    return float(value)
+
+
 def fader_to_db(fader: float) -> float:
-    """X32 fader law: 0..1 -> dB (-inf at 0)."""
-    f = min(1.0, max(0.0, float(fader)))
+    """X32 fader law: 0..1 -> dB (-inf at 0; beyond 0..1 the fader stops at its ends; NaN refused)."""
+    f = min(1.0, max(0.0, checked_fader("fader_to_db", fader)))
     if f >= 0.5:
         return 40.0 * f - 30.0
     if f >= 0.25:
@@ -57,11 +76,22 @@ def db_to_fader(db: float) -> float:
 
 
 def checked_db(where: str, value: float) -> float:
-    """A gain in dB from a control: NaN refused, at most +24 dB, -inf allowed (silence)."""
+    """A gain in dB from a control: a number, NaN refused, at most +24 dB, -inf allowed (silence)."""
+    if not _real(value):
+        raise SettingsError(f"{where}: gain_db must be a number of dB (-inf is silence, at most +24), got {value!r}")
     value = float(value)
     if math.isnan(value):
-        raise SettingsError(f"{where}: gain_db must be a number, got NaN")
+        raise SettingsError(f"{where}: gain_db must be a number of dB (-inf is silence, at most +24), got NaN")
     return min(24.0, value)
+
+
+def checked_flag(where: str, key: str, value) -> bool:
+    """``mute``/``solo`` from a control: True/False, or 1/0 (OSC toggles); anything else refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if _real(value) and float(value) in (0.0, 1.0):
+        return float(value) == 1.0
+    raise SettingsError(f"{where}: {key} must be true or false (or 1/0), got {value!r}")
 
 
 def db_to_gain(db: float) -> float:
@@ -145,7 +175,7 @@ class StemControl:
 
     @fader.setter
     def fader(self, value: float) -> None:
-        self.gain_db = fader_to_db(value)
+        self.gain_db = fader_to_db(checked_fader(self.name, value))
 
     @property
     def mute(self) -> bool:
@@ -153,7 +183,7 @@ class StemControl:
 
     @mute.setter
     def mute(self, value: bool) -> None:
-        self._mute = bool(value)
+        self._mute = checked_flag(self.name, "mute", value)
         self._on_change()
 
     @property
@@ -162,7 +192,7 @@ class StemControl:
 
     @solo.setter
     def solo(self, value: bool) -> None:
-        self._solo = bool(value)
+        self._solo = checked_flag(self.name, "solo", value)
         self._on_change()
 
     def reset(self) -> None:

@@ -4,18 +4,19 @@
 model:
   config: ../../streamer/assets/demo/demo_bs_roformer_64x2.yaml   # paths are relative to the rig file
   checkpoint: ../../streamer/assets/demo/demo_bs_roformer_64x2.ckpt  # optional (random weights without it)
+  # no trust_checkpoint: a file cannot opt in to full pickle loading (see below)
 engine:
   preset: low              # low | balanced | offline-exact
   window: 1.0              # seconds; window/hop/lookahead override the preset
   hop: 0.25
   lookahead: 0.25
   crossfade_ms: 10
-  residual: other          # the stem that takes mix minus the others (null: none)
+  residual: other          # the stem that takes mix minus the others (null: none; see bridge.plugin.stems)
   device: cpu
   precision: fp32
 stems:                     # initial controls of the first bus, and per-stem effects
   vocals:
-    gain_db: 0
+    gain_db: 0             # -120..24 dB, or -.inf (silence)
     effects:
       - {plugin: Reverb, room_size: 0.6}
       - {vst3: /path/to/plugin.vst3, parameters: {mix: 0.5}}
@@ -27,10 +28,17 @@ output: main               # what process() returns: a bus or "stems"
 
 :func:`load_rig` reads and validates the whole file into a :class:`RigSpec` (loading the model's
 config, building the effect plugins) without touching a model or a separator; every error names the
-file, the key and what was expected. ``StemSeparator.from_rig`` builds the separator from the spec.
+file, the key and what was expected (NaN is never a number here; ``-.inf`` is accepted for gains and means
+silence). ``StemSeparator.from_rig`` builds the separator from the spec.
+
+Checkpoints are read with ``torch.load(weights_only=True)``. Only the person running the program can
+allow full pickle loading (which runs whatever code the file holds): ``--trust-checkpoint`` on the
+command line, ``StemSeparator.from_rig(path, trust_checkpoint=True)`` in Python. A rig is a file that
+travels with the checkpoint, so a rig with the key ``model.trust_checkpoint`` (any value) is refused.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +52,8 @@ from streamer.stream.settings import DEFAULT_PRESET
 from .stems import DEFAULT_RESIDUAL, separator_stems
 
 TOP_KEYS = {"model", "engine", "stems", "buses", "output"}
-MODEL_KEYS = {"config", "checkpoint", "trust_checkpoint"}
+MODEL_KEYS = {"config", "checkpoint"}
+GAIN_RANGE = (-120, 24)  # dB; -inf (silence) is accepted too
 ENGINE_KEYS = {"preset", "window", "hop", "lookahead", "crossfade_ms", "residual", "device", "precision",
                "compute_allowance"}
 CONTROL_KEYS = {"gain_db", "fader", "mute", "solo"}
@@ -62,7 +71,6 @@ class RigSpec:
     path: str
     config: Config
     checkpoint: str | None
-    trust_checkpoint: bool
     preset: str
     residual: str | None
     engine: dict[str, Any]                                  # StreamEngine keywords (samples, device, ...)
@@ -85,11 +93,21 @@ def _check_keys(where: str, data: Any, allowed: set[str]) -> dict:
     return data
 
 
-def _number(where: str, value: Any, low: float | None = None, high: float | None = None) -> float:
+def _number(where: str, value: Any, low: float | None = None, high: float | None = None,
+            minus_inf: bool = False) -> float:
+    """A finite number in [low, high] (``minus_inf``: -inf is accepted too); NaN and other infinities never."""
+    accepted = (f"{low} to {high}" if high is not None else f">= {low}") if low is not None else "a finite number"
+    if minus_inf:
+        accepted = f"-.inf (silence) or {accepted}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RigError(f"{where}: expected a number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise RigError(f"{where}: {value} is out of range [{low}, {high}]")
+        raise RigError(f"{where}: expected a number ({accepted}), got {value!r}")
+    if math.isnan(value):
+        raise RigError(f"{where}: expected a number ({accepted}), got .nan")
+    if minus_inf and value == -math.inf:
+        return -math.inf
+    if math.isinf(value) or (low is not None and value < low) or \
+            (high is not None and value > high):
+        raise RigError(f"{where}: {value} is out of range; accepted: {accepted}")
     return float(value)
 
 
@@ -137,7 +155,7 @@ def _controls(where: str, data: dict) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key == "gain_db":
-            out[key] = _number(f"{where}.gain_db", value, -120, 24)
+            out[key] = _number(f"{where}.gain_db", value, *GAIN_RANGE, minus_inf=True)
         elif key == "fader":
             out[key] = _number(f"{where}.fader", value, 0, 1)
         elif key in ("mute", "solo"):
@@ -163,6 +181,11 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
     data = _check_keys(path, _read(path), TOP_KEYS)
     base = os.path.dirname(os.path.abspath(path))
     resolve = lambda p: p if os.path.isabs(p) else os.path.join(base, p)  # noqa: E731
+    if isinstance(data.get("model"), dict) and "trust_checkpoint" in data["model"]:
+        raise RigError(f"{path}: model.trust_checkpoint: a rig file cannot allow full pickle loading of its "
+                       "checkpoint (unpickling can run arbitrary code); only the person running the command can "
+                       "opt in: --trust-checkpoint on the command line, trust_checkpoint=True in Python "
+                       "(StemSeparator.from_rig(path, trust_checkpoint=True)). Remove the key")
     model = _check_keys(f"{path}: model", data.get("model"), MODEL_KEYS)
     if "config" not in model:
         raise RigError(f"{path}: model.config is required (the model's MSST YAML)")
@@ -181,6 +204,8 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
     if ("hop" in kwargs or "window" in kwargs or "lookahead" in kwargs) and "crossfade" not in kwargs:
         kwargs["crossfade"] = None  # the preset's crossfade may not fit the new lengths: the engine's default does
     residual = engine.pop("residual", DEFAULT_RESIDUAL)
+    if residual is not None and residual is not DEFAULT_RESIDUAL and (not isinstance(residual, str) or not residual):
+        raise RigError(f"{path}: engine.residual: expected a stem name or null (no residual stem), got {residual!r}")
     kwargs.update(engine)  # device, precision
     stems = separator_stems(config.stems, residual)
 
@@ -189,7 +214,7 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
         raise RigError(f"{path}: buses: expected a mapping of bus name to per-stem controls")
     spec = RigSpec(path=path, config=config,
                    checkpoint=resolve(str(model["checkpoint"])) if model.get("checkpoint") else None,
-                   trust_checkpoint=bool(model.get("trust_checkpoint", False)), preset=preset, residual=residual,
+                   preset=preset, residual=residual,
                    engine=kwargs, buses=[str(b) for b in buses_cfg], output=data.get("output"))
 
     for stem, stem_spec in _check_keys(f"{path}: stems", data.get("stems"), set(stems)).items():
@@ -207,7 +232,7 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
         bus_spec: dict[str, Any] = {}
         for stem, values in controls.items():
             if stem == "gain_db":
-                bus_spec["gain_db"] = _number(f"{path}: buses.{bus}.gain_db", values, -120, 24)
+                bus_spec["gain_db"] = _number(f"{path}: buses.{bus}.gain_db", values, *GAIN_RANGE, minus_inf=True)
                 continue
             values = _check_keys(f"{path}: buses.{bus}.{stem}", values, CONTROL_KEYS)
             bus_spec[stem] = _controls(f"{path}: buses.{bus}.{stem}", values)

@@ -5,10 +5,9 @@ contract (see ``bridge.plugin.chain.Chain`` to mix both in one sequence):
 
 * ``process(input_array, sample_rate, buffer_size=8192, reset=True)`` returns float32; ``__call__``
   is an alias; ``reset()``; ``is_effect``/``is_instrument``; ``reported_latency_samples``.
-* Layout as pedalboard decides it (``bridge.plugin.layout``): 1-D is mono; in 2-D the smaller
-  dimension is the channels (the output keeps the layout); a square shape is refused until a
-  non-square call fixed the layout, which ``reset()`` forgets. float64 is converted; other dtypes
-  raise pedalboard's TypeError.
+* Layout exactly as pedalboard decides it (the rule, with its memory of the last layout and channel
+  count, is ``bridge.plugin.layout``); the output keeps the layout; empty blocks come back empty.
+  float64 is converted; other dtypes raise pedalboard's TypeError.
 * ``reset=True`` (one-shot): the output has the input's length and is aligned with it (latency
   compensated by flushing the engine). ``reset=False`` (streaming): like pedalboard's latent
   plugins, the first calls return fewer samples until ``reported_latency_samples`` are withheld, so
@@ -85,7 +84,7 @@ class StemSeparator:
 
     def __init__(self, model, config: Config, latency: str = DEFAULT_PRESET, residual: str | None = DEFAULT_RESIDUAL,
                  buses: Sequence[str] = ("main",), output: str | None = None, effects_block: int = 256,
-                 ramp_ms: float = 10.0, **engine_overrides: Any):
+                 ramp_ms: float = 10.0, effects_latency: int | None = None, **engine_overrides: Any):
         self.config = config
         self.sample_rate = config.sample_rate
         self.channels = config.channels
@@ -103,7 +102,8 @@ class StemSeparator:
                              f"got {output!r}")
         self.stems = {name: StemHandle(self, name) for name in self.stem_names}
         self.effects_block = int(effects_block)
-        self._fx = EffectStage(self.stem_names, self.sample_rate, self.channels, self.effects_block)
+        self._fx = EffectStage(self.stem_names, self.sample_rate, self.channels, self.effects_block,
+                               latency_budget=effects_latency)
         self._layout = ChannelLayout()
         self._clear_stream()
 
@@ -116,10 +116,16 @@ class StemSeparator:
         return cls(loaded.model, loaded.config, latency=latency, **kwargs)
 
     @classmethod
-    def from_rig(cls, path: str | os.PathLike) -> "StemSeparator":
-        """A separator set up by a rig file (model, engine, stems, effects, buses); see ``bridge.plugin.rig``."""
+    def from_rig(cls, path: str | os.PathLike, trust_checkpoint: bool = False) -> "StemSeparator":
+        """A separator set up by a rig file (model, engine, stems, effects, buses); see ``bridge.plugin.rig``.
+
+        ``trust_checkpoint=True`` allows the rig's checkpoint to be unpickled in full (it can run arbitrary
+        code): only the person running the program can opt in, here or with ``--trust-checkpoint``; a rig
+        file cannot (a rig with ``model.trust_checkpoint`` is refused)."""
+        if not isinstance(trust_checkpoint, (bool, np.bool_)):
+            raise SettingsError(f"trust_checkpoint must be True or False, got {trust_checkpoint!r}")
         spec = load_rig(path)
-        loaded = load_model(spec.config, spec.checkpoint, trust=spec.trust_checkpoint)
+        loaded = load_model(spec.config, spec.checkpoint, trust=bool(trust_checkpoint))
         try:
             sep = cls(loaded.model, spec.config, latency=spec.preset, residual=spec.residual, buses=spec.buses,
                       output=spec.output, **spec.engine)
@@ -141,8 +147,8 @@ class StemSeparator:
 
     # ------------------------------------------------------------------ effects
     def _set_effects(self, name: str, chain) -> None:
-        self._fx.set(name, chain)
-        self._clear_stream()
+        # mid-stream the stage keeps its latency and crossfades to the new chain (see bridge.mix.effects)
+        self._fx.set(name, chain, live=self._emitted > 0)
 
     @property
     def effects_latency_samples(self) -> int:
@@ -165,7 +171,8 @@ class StemSeparator:
         self._clear_stream()
 
     # ------------------------------------------------------------------ call contract
-    def _to_internal(self, x) -> tuple[np.ndarray, str]:
+    def _to_internal(self, x) -> tuple[np.ndarray, str, int]:
+        """(model channels, frames) float32, the layout pedalboard decides, and the input's channel count."""
         x = np.asarray(x)
         if x.dtype == np.float64:
             x = x.astype(np.float32)
@@ -173,28 +180,41 @@ class StemSeparator:
             raise AudioTypeError(_DTYPE_ERROR)
         layout = self._layout.decide(x.shape)
         cf = x[None] if layout == MONO else (x if layout == FIRST else x.T)
-        if cf.shape[0] > 2:
-            raise AudioError(f"{cf.shape[0]} channels: StemSeparator takes mono or stereo audio")
-        if cf.shape[0] != self.channels:
-            cf = np.repeat(cf, self.channels, axis=0) if cf.shape[0] == 1 else cf.mean(axis=0, keepdims=True)
-        return np.ascontiguousarray(cf, np.float32), layout
+        in_channels = cf.shape[0]
+        if in_channels > 2:
+            raise AudioError(f"{in_channels} channels: StemSeparator takes mono or stereo audio")
+        if cf.shape[1] == 0:  # an empty block (pedalboard returns it empty, in its shape)
+            return np.zeros((self.channels, 0), np.float32), layout, in_channels
+        if in_channels != self.channels:
+            cf = np.repeat(cf, self.channels, axis=0) if in_channels == 1 else cf.mean(axis=0, keepdims=True)
+        return np.ascontiguousarray(cf, np.float32), layout, in_channels
 
     def _from_internal(self, y: np.ndarray, layout: str, in_channels: int) -> np.ndarray:
         if self.output not in ("stems", "buses") and y.shape[0] != in_channels:
-            y = y.mean(axis=0, keepdims=True) if in_channels == 1 else np.repeat(y, in_channels, axis=0)
+            if in_channels == 0:
+                y = y[:0]
+            elif in_channels == 1:
+                y = y.mean(axis=0, keepdims=True)
+            else:
+                y = np.repeat(y, in_channels, axis=0)
         if layout == MONO:
             return np.ascontiguousarray(y[0] if y.shape[0] == 1 else y)
         return np.ascontiguousarray(y if layout == FIRST else y.T)
 
     def process(self, input_array, sample_rate: float, buffer_size: int = 8192, reset: bool = True) -> np.ndarray:
         rate = int(round(float(sample_rate)))
-        x, layout = self._to_internal(input_array)
-        in_channels = 1 if layout == MONO else (np.asarray(input_array).shape[0 if layout == FIRST else 1])
+        x, layout, in_channels = self._to_internal(input_array)
         buffer_size = max(1, int(buffer_size))
+        n = x.shape[1]
+        if n == 0:  # nothing to separate: an empty output in the input's layout, the stream untouched
+            if reset:
+                self.engine.reset()
+                self._clear_stream()
+            width = {"stems": len(self.stem_names), "buses": len(self.mixer.bus_names)}.get(self.output, 1)
+            return self._from_internal(np.zeros((width * self.channels, 0), np.float32), layout, in_channels)
         if reset:
             self.engine.reset()
             self._clear_stream()
-            n = x.shape[1]
             if rate != self.sample_rate:
                 x = resample(x, rate, self.sample_rate)
             y = self._run(x, buffer_size)
@@ -220,8 +240,7 @@ class StemSeparator:
         result delayed by ``reported_latency_samples`` (what a latent native plugin produces inside a
         pedalboard chain before the chain trims its latency at the end). ``Chain`` uses this so that
         the plugins after the separator always see full blocks."""
-        x, layout = self._to_internal(input_array)
-        in_channels = 1 if layout == MONO else (np.asarray(input_array).shape[0 if layout == FIRST else 1])
+        x, layout, in_channels = self._to_internal(input_array)
         y = self._stream(x, int(round(float(sample_rate))), max(1, int(buffer_size)))
         self._emitted += y.shape[1]
         return self._from_internal(y.astype(np.float32, copy=False), layout, in_channels)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import SettingsError
 from ..msst.build import build_model
 from ..msst.checkpoint import load_checkpoint
 from ..msst.config import Config, load_config
@@ -48,6 +49,8 @@ def load_model(config: Config | str | os.PathLike, checkpoint: str | os.PathLike
     running the program may opt in, never a file). ``seed``: seeds torch before the random
     initialisation, so random-weight models are reproducible.
     """
+    if not isinstance(trust, bool):  # a string such as "false" from a file must never mean trust
+        raise SettingsError(f"trust must be True or False, got {trust!r}")
     if not isinstance(config, Config):
         config = load_config(config, model_type=model_type)
     where = resolve_device(device if device is not None else "cpu")

@@ -3,6 +3,15 @@
 A config file has the sections ``audio``, ``model``, ``training``, ``inference`` (and others we
 ignore). The ``model`` section holds the constructor keywords of the Roformer class. The STFT
 settings come from ``model.stft_*``; ``audio.n_fft/hop_length/dim_t`` are not used by Roformers.
+
+Values are taken as written or refused with one :class:`ConfigError` naming the file and the key;
+nothing falls back to a default silently. A key that is absent or ``null`` takes its default; a given
+``chunk_size``/``num_overlap``/``batch_size``/``sample_rate``/``num_channels`` must be a positive
+integer (``0`` is refused, not read as "default"); booleans (``training.use_amp``,
+``inference.normalize``, ``model.stereo`` ...) must be YAML booleans (the string ``"false"`` is
+refused, not read as true); ``training.instruments`` must be a list of distinct stem names (a bare
+string such as ``instruments: vocals`` is refused: MSST itself would iterate its letters; write
+``[vocals]``) and ``training.target_instrument`` a stem name.
 """
 from __future__ import annotations
 
@@ -74,6 +83,8 @@ RUNTIME_KEYS = {
 DROPPED_KEYS = {"sage_attention"}
 # Features of the experimental variants: fine while off, refused when on.
 EXPERIMENTAL_FEATURES = {"use_value_residual_learning": False, "num_residual_streams": 1}
+# Architecture keys that are booleans.
+BOOL_KEYS = ("stereo", "stft_normalized", "zero_dc", "skip_connection", "match_input_audio_length")
 
 
 class _TupleLoader(yaml.SafeLoader):
@@ -179,6 +190,8 @@ def clean_model_kwargs(model: dict[str, Any], model_type: str, where: str = "con
                     f"{where}: model.{key}={value!r} (an experimental-variant feature) is not supported"
                 )
         elif key == "use_pope":
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"{where}: model.use_pope must be true or false, got {value!r}")
             if value:
                 raise ConfigError(f"{where}: model.use_pope=True (PoPE positions) is not supported; RoPE only")
         else:
@@ -212,6 +225,9 @@ def _check_values(kw: dict[str, Any], model_type: str, where: str) -> None:
         positive_int(name)
     for name in ("time_transformer_depth", "freq_transformer_depth", "linear_transformer_depth"):
         positive_int(name, allow_zero=True)
+    for name in BOOL_KEYS:
+        if name in kw and not isinstance(kw[name], bool):
+            raise ConfigError(f"{where}: model.{name} must be true or false, got {_shown(kw[name])}")
     if kw.get("dim_head", 64) % 2:
         raise ConfigError(f"{where}: model.dim_head must be even for rotary embeddings, got {kw['dim_head']}")
     n_fft = kw.get("stft_n_fft", 2048)
@@ -229,18 +245,63 @@ def _check_values(kw: dict[str, Any], model_type: str, where: str) -> None:
         kw["freqs_per_bands"] = tuple(bands)
 
 
+def _shown(value: Any) -> str:
+    return f"{value!r} (a string)" if isinstance(value, str) else repr(value)
+
+
+def _positive_int(where: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: {key} must be a positive integer, got {_shown(value)}")
+    return value
+
+
+def _setting(where: str, sections: list[tuple[str, dict]], key: str, default: int) -> int:
+    """The first of ``section.key`` that is given (not absent, not null), as a positive integer; else ``default``."""
+    for name, section in sections:
+        if section.get(key) is not None:
+            return _positive_int(where, f"{name}.{key}", section[key])
+    return default
+
+
+def _flag(where: str, key: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, got {_shown(value)}")
+    return value
+
+
+def _stem_names(where: str, value: Any) -> list[str]:
+    """``training.instruments``: a list of distinct, non-empty stem names (absent or null: none)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) and s for s in value):
+        hint = f"; write [{value}] for one stem" if isinstance(value, str) else ""
+        raise ConfigError(f"{where}: training.instruments must be a list of stem names, got {_shown(value)}{hint}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: training.instruments names a stem twice: {list(value)}")
+    return list(value)
+
+
 def config_from_dict(data: dict[str, Any], model_type: str | None = None, path: str | None = None) -> Config:
     """Build a :class:`Config` from an already-parsed MSST YAML dict."""
     where = path or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'model' section, got {type(data).__name__}")
     model = data.get("model")
-    if not isinstance(model, dict):
+    if model is None:
         raise ConfigError(f"{where}: missing 'model' section")
-    audio = data.get("audio") or {}
-    training = data.get("training") or {}
-    inference = data.get("inference") or {}
-    for name, section in (("audio", audio), ("training", training), ("inference", inference)):
+    if not isinstance(model, dict):
+        raise ConfigError(f"{where}: 'model' must be a mapping of the model's keywords, got {type(model).__name__}")
+    sections = {}
+    for name in ("audio", "training", "inference"):
+        section = data.get(name)
+        if section is None:
+            section = {}
         if not isinstance(section, dict):
-            raise ConfigError(f"{where}: '{name}' must be a mapping")
+            raise ConfigError(f"{where}: '{name}' must be a mapping, got {type(section).__name__}")
+        sections[name] = section
+    audio, training, inference = sections["audio"], sections["training"], sections["inference"]
 
     yaml_type = training.get("model_type")
     if yaml_type:
@@ -262,10 +323,12 @@ def config_from_dict(data: dict[str, Any], model_type: str | None = None, path: 
     base_type = EXPERIMENTAL_TYPES.get(chosen, chosen)
     num_stems = int(kwargs.get("num_stems", 1))
 
-    instruments = list(training.get("instruments") or [])
+    instruments = _stem_names(where, training.get("instruments"))
     target = training.get("target_instrument")
+    if target is not None and not isinstance(target, str):
+        raise ConfigError(f"{where}: training.target_instrument must be a stem name or null, got {_shown(target)}")
     if target:
-        stems = [str(target)]
+        stems = [target]
         if num_stems != 1:
             raise ConfigError(
                 f"{where}: training.target_instrument={target!r} means one output, but model.num_stems={num_stems}"
@@ -276,19 +339,16 @@ def config_from_dict(data: dict[str, Any], model_type: str | None = None, path: 
                 f"{where}: training.instruments lists {len(instruments)} stems {instruments} but "
                 f"model.num_stems={num_stems}; they must match (or set training.target_instrument)"
             )
-        stems = [str(s) for s in instruments]
+        stems = list(instruments)
     else:
         stems = ["vocals"] if num_stems == 1 else [f"stem{i}" for i in range(num_stems)]
         log.warning("%s: no training.instruments or target_instrument; stems named %s", where, stems)
 
-    chunk_size = int(inference.get("chunk_size") or audio.get("chunk_size") or 352800)
-    num_overlap = int(inference.get("num_overlap") or 2)
-    batch_size = int(inference.get("batch_size") or 1)
-    sample_rate = int(audio.get("sample_rate") or 44100)
-    for name, value in (("chunk_size", chunk_size), ("num_overlap", num_overlap),
-                        ("batch_size", batch_size), ("sample_rate", sample_rate)):
-        if value < 1:
-            raise ConfigError(f"{where}: {name} must be positive, got {value}")
+    chunk_size = _setting(where, [("inference", inference), ("audio", audio)], "chunk_size", 352800)
+    num_overlap = _setting(where, [("inference", inference)], "num_overlap", 2)
+    batch_size = _setting(where, [("inference", inference)], "batch_size", 1)
+    sample_rate = _setting(where, [("audio", audio)], "sample_rate", 44100)
+    num_channels = _setting(where, [("audio", audio)], "num_channels", 2)
     if chunk_size // num_overlap < 1:
         raise ConfigError(f"{where}: num_overlap {num_overlap} is larger than chunk_size {chunk_size}")
     if base_type == MEL_BAND_ROFORMER and int(kwargs.get("sample_rate", 44100)) != sample_rate:
@@ -305,11 +365,11 @@ def config_from_dict(data: dict[str, Any], model_type: str | None = None, path: 
         chunk_size=chunk_size,
         num_overlap=num_overlap,
         batch_size=batch_size,
-        num_channels=int(audio.get("num_channels") or 2),
-        instruments=[str(s) for s in instruments] or list(stems),
-        target_instrument=str(target) if target else None,
-        use_amp=bool(training.get("use_amp", True)),
-        normalize=bool(inference.get("normalize", False)),
+        num_channels=num_channels,
+        instruments=instruments or list(stems),
+        target_instrument=target or None,
+        use_amp=_flag(where, "training.use_amp", training.get("use_amp"), True),
+        normalize=_flag(where, "inference.normalize", inference.get("normalize"), False),
         path=path,
         raw=data,
     )

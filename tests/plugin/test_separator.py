@@ -73,7 +73,9 @@ def test_per_stem_effect_latency_keeps_stems_aligned(sep):
     joined = np.concatenate(parts, axis=1)
     assert joined.shape[1] == x.shape[1] - sep.reported_latency_samples
     np.testing.assert_allclose(joined, 10 ** (-6 / 20) * x[:, : joined.shape[1]], atol=1e-5)
-    sep.stems["vocals"].effects = None
+    sep.stems["vocals"].effects = None  # mid-stream: the latency the host compensated stays (issue 13 item 8)
+    assert sep.reported_latency_samples == before + sep.effects_block + 300
+    sep.reset()
     assert sep.reported_latency_samples == before
 
 
