@@ -144,9 +144,22 @@ def build_plugin(where: str, spec: Any):
                        and n not in ("Plugin", "Pedalboard", "Chain", "Mix", "ExternalPlugin", "VST3Plugin",
                                      "AudioUnitPlugin"))
         raise RigError(f"{where}: unknown plugin {name!r}; pedalboard has {', '.join(known)}")
+    for key, value in spec.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RigError(f"{where}.{key}: expected a finite number for {name}, got {value}")
     try:
         return cls(**spec)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
+        # name the parameter: the one that fails on its own (pedalboard's messages use its own labels)
+        for key, value in spec.items():
+            try:
+                cls(**{key: value})
+            except TypeError as one:
+                raise RigError(f"{where}: bad parameters for {name}: {key}={value!r} is not one of its parameters "
+                               "or has the wrong type") from one
+            except ValueError as one:
+                raise RigError(f"{where}.{key}: {value!r} is out of range for {name}: "
+                               f"{str(one).splitlines()[0]}") from one
         raise RigError(f"{where}: bad parameters for {name}: {exc}") from exc
 
 

@@ -679,3 +679,22 @@ def test_mixer_controls_refuse_wrong_types_and_nan():
     assert vocals.mute is False
     vocals.solo = 1
     assert vocals.solo is True
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"room_size": 5}, "stems.vocals.effects[0].room_size: 5 is out of range for Reverb"),
+    ({"room_size": float("nan")}, "stems.vocals.effects[0].room_size: expected a finite number"),
+])
+def test_item14_rig_plugin_parameter_out_of_range_names_file_stem_and_key(tmp_path, params, message):
+    import yaml
+
+    from bridge import StemSeparator
+    from bridge.plugin.rig import RigError
+    from streamer.assets import DEMO_CONFIG
+
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump({"model": {"config": DEMO_CONFIG},
+                                    "stems": {"vocals": {"effects": [{"plugin": "Reverb", **params}]}}}))
+    with pytest.raises(RigError) as err:
+        StemSeparator.from_rig(path)
+    assert str(path) in str(err.value) and message in str(err.value)
