@@ -151,6 +151,11 @@ class StemSeparator:
         self._fx.set(name, chain, live=self._emitted > 0)
 
     @property
+    def effects_nonfinite_blocks(self) -> dict[str, int]:
+        """Per stem: effect-chain blocks that came out inf/NaN and were replaced by a fade to silence."""
+        return dict(self._fx.nonfinite_blocks)
+
+    @property
     def effects_latency_samples(self) -> int:
         """Extra latency of the effect stage: one effects block plus the slowest stem chain's latency."""
         return self._fx.latency_samples

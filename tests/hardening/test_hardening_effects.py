@@ -413,3 +413,14 @@ def test_end_to_end_adding_effects_to_a_dry_stream_is_refused_not_shifted(sep):
     y += [sep(x[:, i:i + E], RATE, buffer_size=E, reset=False) for i in range(10 * E, x.shape[1], E)]
     y = np.concatenate(y, axis=1)
     np.testing.assert_array_equal(y, x[:, :y.shape[1]])
+
+
+def test_separator_reports_nonfinite_effect_blocks_per_stem():
+    """The count the README documents is public on the separator."""
+    import streamer
+    from bridge import StemSeparator
+    from streamer.assets import DEMO_CONFIG
+
+    loaded = streamer.load_model(DEMO_CONFIG)
+    sep = StemSeparator(loaded.model, loaded.config)
+    assert sep.effects_nonfinite_blocks == {name: 0 for name in sep.stem_names}
