@@ -9,7 +9,13 @@ import numpy as np
 
 from streamer.assets import DEMO_CONFIG
 
-from .common import add_preset_arg, shown_path
+from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_STREAM_SECONDS, MAX_THREADS, MAX_WINDOW_SECONDS, add_preset_arg,
+                     check_length, positive_int, seconds, shown_path)
+
+MAX_STEMS = 64
+MAX_BUSES = 64
+MAX_MIXER_BLOCKS = 1_000_000
+MAX_REPEATS = 1000
 
 
 def register(sub) -> None:
@@ -30,32 +36,37 @@ def register(sub) -> None:
     sb.add_argument("--lookahead", type=float, help="look-ahead in seconds (default with --hop: one hop)")
     sb.add_argument("--crossfade-ms", type=float, help="crossfade between windows in ms (default: 10, or less)")
     sb.add_argument("--allowance", type=float, help="compute allowance in seconds (default: one hop)")
-    sb.add_argument("--seconds", type=float, default=60.0, help="length of the stream (default 60)")
-    sb.add_argument("--block", type=int, default=256, help="frames per simulated callback (default 256)")
+    sb.add_argument("--seconds", type=seconds(MAX_STREAM_SECONDS), default=60.0,
+                    help=f"length of the stream (default 60, at most {MAX_STREAM_SECONDS:g})")
+    sb.add_argument("--block", type=positive_int(MAX_BLOCK), default=256,
+                    help=f"frames per simulated callback (default 256, at most {MAX_BLOCK})")
     sb.add_argument("--worker", choices=["thread", "process"], default="process",
                     help="where inference runs (default: process, see README)")
     sb.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     sb.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on CUDA")
-    sb.add_argument("--threads", type=int, help="torch threads of the inference worker (default: cores - 1)")
+    sb.add_argument("--threads", type=positive_int(MAX_THREADS),
+                    help="torch threads of the inference worker (default: cores - 1)")
     sb.set_defaults(func=cmd_bench)
 
     bm = sub.add_parser("bench-model", help="time one forward pass per chunk length",
                         description="Prints the median time of one forward call of the model (random weights "
                                     "unless --checkpoint) for each chunk length.")
     bm.add_argument("--config", action="append", required=True, help="config YAML (repeatable)")
-    bm.add_argument("--seconds", type=float, nargs="+", default=[1.0, 2.0, 2.98], help="chunk lengths in seconds")
-    bm.add_argument("--repeats", type=int, default=3)
-    bm.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    bm.add_argument("--seconds", type=seconds(MAX_WINDOW_SECONDS), nargs="+", default=[1.0, 2.0, 2.98],
+                    help=f"chunk lengths in seconds (at most {MAX_WINDOW_SECONDS:g})")
+    bm.add_argument("--repeats", type=positive_int(MAX_REPEATS), default=3)
+    bm.add_argument("--threads", type=positive_int(MAX_THREADS), default=None,
+                    help="torch CPU threads (default: torch's)")
     bm.add_argument("--device", default="cpu")
     bm.set_defaults(func=cmd_bench_model)
 
     bx = sub.add_parser("bench-mixer", help="time the stem mixer per audio block",
                         description="Times StemMixer.process (gain ramps, mute/solo, meters) per block with "
                                     "changing controls and prints the median and p99.")
-    bx.add_argument("--stems", type=int, default=4)
-    bx.add_argument("--buses", type=int, default=2)
-    bx.add_argument("--block", type=int, default=256)
-    bx.add_argument("--blocks", type=int, default=20000)
+    bx.add_argument("--stems", type=positive_int(MAX_STEMS), default=4)
+    bx.add_argument("--buses", type=positive_int(MAX_BUSES), default=2)
+    bx.add_argument("--block", type=positive_int(MAX_BLOCK), default=256)
+    bx.add_argument("--blocks", type=positive_int(MAX_MIXER_BLOCKS), default=20000)
     bx.set_defaults(func=cmd_bench_mixer)
 
     bg = sub.add_parser(
@@ -67,7 +78,8 @@ def register(sub) -> None:
                     "--dry-run runs the same code on the CPU with tiny models.")
     bg.add_argument("out", help="folder for gpu_check.json and gpu_check.md")
     bg.add_argument("--dry-run", action="store_true", help="tiny models on the CPU, short settings (seconds)")
-    bg.add_argument("--budget", type=float, help="seconds after which the remaining sections are skipped")
+    bg.add_argument("--budget", type=seconds(MAX_SCORE_SECONDS),
+                    help="seconds after which the remaining sections are skipped")
     bg.set_defaults(func=cmd_bench_gpu)
 
 
@@ -80,15 +92,19 @@ def _bench_engines(args: argparse.Namespace, config, model):
     rate = config.sample_rate
     base = preset_settings(args.preset, config)
     hops = [seconds_to_samples("--hop", h, rate) for h in args.hop] if args.hop else [base.hop]
+    window = base.window
+    if args.window is not None:  # 0 is a value here (refused below), not "the preset's"
+        window = seconds_to_samples("--window", args.window, rate)
+        check_length(f"--window {args.window:g} s ({window} samples)", window, config)
     for hop in hops:
-        window = seconds_to_samples("--window", args.window, rate) if args.window else base.window
         if args.lookahead is not None:
             lookahead = seconds_to_samples("--lookahead", args.lookahead, rate)
         else:
             lookahead = hop if args.hop else base.lookahead
         if args.crossfade_ms is not None:
             crossfade = seconds_to_samples("--crossfade-ms", args.crossfade_ms / 1000, rate)
-        elif base.crossfade == MSST_CROSSFADE and not (args.hop or args.window or args.lookahead is not None):
+        elif base.crossfade == MSST_CROSSFADE and not (args.hop or args.window is not None
+                                                       or args.lookahead is not None):
             crossfade = MSST_CROSSFADE
         else:
             crossfade = None  # the engine's default: 10 ms, or less to fit the hop and look-ahead
@@ -100,17 +116,44 @@ def _bench_engines(args: argparse.Namespace, config, model):
             channels=config.channels)
 
 
+def _check_settings(args: argparse.Namespace) -> None:
+    """The stream-setting flags before any work: finite, >= 0 and within the limits (how they fit together,
+    and the window against the model, the stream settings check once the model is known)."""
+    from streamer.errors import SettingsError
+
+    most = MAX_WINDOW_SECONDS
+    values = [("--window", args.window, most, "s"), ("--lookahead", args.lookahead, most, "s"),
+              ("--allowance", args.allowance, most, "s"), ("--crossfade-ms", args.crossfade_ms, most * 1000, "ms")]
+    values += [("--hop", h, most, "s") for h in args.hop or []]
+    for name, value, limit, unit in values:
+        if value is None:
+            continue
+        if not np.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number of {'seconds' if unit == 's' else 'milliseconds'}, "
+                                f"got {value!r}")
+        if value < 0:
+            raise SettingsError(f"{name} must be >= 0 {unit}, got {value:g}")
+        if value > limit:
+            raise SettingsError(f"{name} {value:g} {unit} is beyond the limit of {limit:g} {unit}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from streamer.errors import SettingsError
     from streamer.inference.loader import load_model
     from streamer.inference.precision import resolve_device
     from streamer.lab.benchmarks import run_realtime
 
+    _check_settings(args)
     resolve_device(args.device)  # refuse a device this machine lacks before any work
     loaded = load_model(args.config, args.checkpoint, seed=0)
     config, model = loaded.config, loaded.model
     rate = config.sample_rate
+    frames = int(round(args.seconds * rate))
+    if args.block > frames:
+        raise SettingsError(f"--block {args.block} frames is longer than the {args.seconds:g} s stream "
+                            f"({frames} frames)")
     ms = lambda n: 1000.0 * n / rate  # noqa: E731
     print(f"model: {shown_path(args.config)} ({config.model_type}, {loaded.num_parameters:,} "
           f"parameters, stems {', '.join(config.stems)}); torch {torch.__version__}; {args.seconds:.0f} s of audio "
@@ -147,8 +190,10 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     import torch
 
     from streamer.inference.loader import load_model
+    from streamer.inference.precision import resolve_device
     from streamer.lab.benchmarks import time_chunks
 
+    resolve_device(args.device)  # refuse a device this machine lacks before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
@@ -157,6 +202,9 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     for path in args.config:
         loaded = load_model(path, device=args.device, seed=0)
         config = loaded.config
+        for sec in args.seconds:
+            n = int(round(sec * config.sample_rate))
+            check_length(f"--seconds {sec:g} s ({n} samples)", n, config)
         for r in time_chunks(loaded.model, config.sample_rate, args.seconds, repeats=args.repeats,
                              device=loaded.device):
             frames = r.samples // config.stft_hop + 1
@@ -169,7 +217,8 @@ def cmd_bench_gpu(args: argparse.Namespace) -> int:
     from streamer.errors import SettingsError
     from streamer.lab.gpu_check import main as gpu_check
 
-    argv = [args.out] + (["--dry-run"] if args.dry_run else []) + (["--budget", str(args.budget)] if args.budget else [])
+    argv = (["--dry-run"] if args.dry_run else []) + (["--budget", repr(args.budget)] if args.budget else [])
+    argv += ["--", args.out]  # an output folder named like an option stays the folder
     if not args.dry_run:
         import torch
 

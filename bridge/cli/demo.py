@@ -9,7 +9,7 @@ import numpy as np
 
 from streamer.assets import DEMO_CONFIG, DEMO_SONG
 
-from .common import add_preset_arg, shown_path
+from .common import MAX_BLOCK, add_preset_arg, positive_int, shown_path
 
 
 def register(sub) -> None:
@@ -21,18 +21,19 @@ def register(sub) -> None:
                     "real-time factor and the SDR reached per stem.")
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     add_preset_arg(demo)
-    demo.add_argument("--block", type=int, default=256, help="frames per block fed to the engine (default 256)")
+    demo.add_argument("--block", type=positive_int(MAX_BLOCK), default=256,
+                      help=f"frames per block fed to the engine (default 256, at most {MAX_BLOCK})")
     demo.add_argument("--config", default=DEMO_CONFIG, help=argparse.SUPPRESS)
     demo.add_argument("--song", default=DEMO_SONG, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import soundfile as sf
     import torch
 
+    from streamer.audio import adapt_channels, read_audio
+    from streamer.errors import AudioError, StemstreamError
     from streamer.outputs import AtomicWriter, output_folder
-    from streamer.errors import StemstreamError
     from streamer.inference.loader import load_model
     from streamer.lab.evaluate import spectrogram_png
     from streamer.lab.metrics import sdr_median_per_second
@@ -42,12 +43,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     loaded = load_model(args.config, checkpoint if os.path.exists(checkpoint) else None, seed=0)
     config, model = loaded.config, loaded.model
     rate = config.sample_rate
+    if not os.path.isdir(args.song):
+        raise AudioError(f"song folder not found: {args.song}")
     truth = {}
     for stem in config.stems:
-        data, sr = sf.read(os.path.join(args.song, f"{stem}.flac"), dtype="float32", always_2d=True)
+        data, sr = read_audio(os.path.join(args.song, f"{stem}.flac"))
         if sr != rate:
             raise StemstreamError(f"{args.song}: stems are {sr} Hz, the model needs {rate} Hz")
-        truth[stem] = np.ascontiguousarray(data.T)
+        truth[stem] = adapt_channels(data, config.channels, where=os.path.join(args.song, f"{stem}.flac"))
+    if len({v.shape for v in truth.values()}) > 1:
+        raise AudioError(f"{args.song}: the stems differ in length: "
+                         + ", ".join(f"{k} {v.shape[1]}" for k, v in truth.items()))
     mix = np.sum(list(truth.values()), axis=0).astype(np.float32)
 
     residual = "other" if "other" in config.stems else None

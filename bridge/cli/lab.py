@@ -2,12 +2,36 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
 from streamer.stream.settings import PRESETS
 
-from .common import add_model_args, load_from_args
+from .common import (MAX_SCORE_SECONDS, MAX_SEED, MAX_STREAM_SECONDS, MAX_THREADS, MAX_WINDOW_SECONDS,
+                     add_model_args, check_length, load_from_args, number, positive_int, seconds, whole_number)
+
+MAX_SONGS = 10000
+LEAST_SECONDS = 0.1  # of audio to generate or score: less rounds to nothing worth a number
+MAX_BATCH = 1024
+TRAIN_LOSS_N_FFT = 2048  # the training loss's largest STFT (streamer.lab.train.separation_loss)
+
+
+def stream_setting(text: str) -> tuple[float, float, float]:
+    """argparse ``type=`` of eval's --setting: "window,hop,lookahead" in seconds, each finite, window and hop
+    > 0, look-ahead >= 0, none beyond MAX_WINDOW_SECONDS (how they fit together the stream settings check)."""
+    try:
+        w, h, a = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected window,hop,lookahead in seconds, got {text!r}") from None
+    if not all(math.isfinite(v) for v in (w, h, a)):
+        raise argparse.ArgumentTypeError(f"window, hop and lookahead must be finite numbers of seconds, got {text!r}")
+    if w <= 0 or h <= 0 or a < 0:
+        raise argparse.ArgumentTypeError(f"window and hop must be > 0 s and lookahead >= 0 s, got {text!r}")
+    if max(w, h, a) > MAX_WINDOW_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: {max(w, h, a):g} s is beyond the limit of "
+                                         f"{MAX_WINDOW_SECONDS:g} s")
+    return w, h, a
 
 
 def register(sub) -> None:
@@ -21,9 +45,10 @@ def register(sub) -> None:
     add_model_args(ev)
     ev.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS),
                     help="latency presets to score")
-    ev.add_argument("--setting", action="append", default=[], metavar="W,H,A",
+    ev.add_argument("--setting", action="append", default=[], metavar="W,H,A", type=stream_setting,
                     help="extra streaming setting: window, hop, look-ahead in seconds (repeatable)")
-    ev.add_argument("--seconds", type=float, help="score only the first seconds of each song")
+    ev.add_argument("--seconds", type=seconds(MAX_SCORE_SECONDS, LEAST_SECONDS),
+                    help="score only the first seconds of each song")
     ev.add_argument("--plot", help="write a PNG of SDR against latency here")
     ev.set_defaults(func=cmd_eval)
 
@@ -33,9 +58,11 @@ def register(sub) -> None:
                     "--seed, made with MMA (accompaniment), FluidSynth (General MIDI rendering) and espeak-ng "
                     "(chanted words). Deterministic by seed. Needs `make synth-deps`.",
     )
-    sy.add_argument("--seed", type=int, default=0, help="seed of the first song")
-    sy.add_argument("--count", type=int, default=1, help="number of songs (seeds seed, seed+1, ...)")
-    sy.add_argument("--seconds", type=float, default=20.0, help="length of each song")
+    sy.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0, help="seed of the first song")
+    sy.add_argument("--count", type=positive_int(MAX_SONGS), default=1,
+                    help="number of songs (seeds seed, seed+1, ...)")
+    sy.add_argument("--seconds", type=seconds(MAX_STREAM_SECONDS, LEAST_SECONDS), default=20.0,
+                    help=f"length of each song (at most {MAX_STREAM_SECONDS:g})")
     sy.add_argument("--out", required=True, help="output folder")
     sy.set_defaults(func=cmd_synth)
 
@@ -51,56 +78,98 @@ def register(sub) -> None:
     tr.add_argument("--out", required=True, help="output folder")
     tr.add_argument("--init", help="start from these weights (a checkpoint for the same config)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
-    tr.add_argument("--steps", type=int, default=2000)
-    tr.add_argument("--batch-size", type=int, default=4)
-    tr.add_argument("--segment", type=float, default=1.0, help="seconds per training example")
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--val-every", type=int, default=200)
-    tr.add_argument("--val-seconds", type=float, default=12.0, help="seconds of each validation song to score")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, help="torch CPU threads")
+    tr.add_argument("--steps", type=positive_int(), default=2000)
+    tr.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=4)
+    tr.add_argument("--segment", type=seconds(MAX_WINDOW_SECONDS), default=1.0, help="seconds per training example")
+    tr.add_argument("--lr", type=number(0.0, 1.0, unit=""), default=1e-3, help="learning rate, > 0 and <= 1")
+    tr.add_argument("--val-every", type=positive_int(), default=200)
+    tr.add_argument("--val-seconds", type=seconds(MAX_SCORE_SECONDS, LEAST_SECONDS), default=12.0,
+                    help="seconds of each validation song to score")
+    tr.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
+    tr.add_argument("--threads", type=positive_int(MAX_THREADS), help="torch CPU threads")
     tr.add_argument("--device", default="auto")
     tr.set_defaults(func=cmd_train)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from streamer.errors import StemstreamError
-    from streamer.lab.evaluate import evaluate, format_table, plot, settings_list
+    from streamer.lab.evaluate import evaluate, format_table, settings_list
 
+    plot_path = _plot_path(args.plot) if args.plot else None  # a picture we could not write is refused first
     loaded = load_from_args(args)
     config = loaded.config
-    explicit = []
-    for text in args.setting:
-        try:
-            w, h, a = (float(v) for v in text.split(","))
-        except ValueError as exc:
-            raise StemstreamError(f"--setting {text!r}: expected window,hop,lookahead in seconds") from exc
-        explicit.append((w, h, a))
-    settings = settings_list(config, args.presets, explicit)
+    for w, h, a in args.setting:
+        check_length(f"--setting {w:g},{h:g},{a:g}: window {w:g} s ({round(w * config.sample_rate)} samples)",
+                     round(w * config.sample_rate), config)
+    settings = settings_list(config, args.presets, args.setting)
     results = evaluate(loaded.model, config, args.data, settings, seconds=args.seconds, progress=sys.stderr.isatty())
     songs = len(results[0].sdr[config.stems[0]])
     print(f"{songs} songs; SDR = median per-second SDR in dB, mean over songs; latency = live latency with a one-hop "
           "compute allowance")
     print(format_table(results, config.sample_rate))
-    if args.plot:
-        plot(results, config.sample_rate, args.plot, title=f"{os.path.basename(args.config)}: SDR against latency")
-        print(f"plot: {args.plot}")
+    if plot_path:
+        _write_plot(results, config.sample_rate, plot_path, f"{os.path.basename(args.config)}: SDR against latency")
+        print(f"plot: {plot_path}")
     return 0
+
+
+def _plot_path(path: str) -> str:
+    """The file --plot names (``.png`` added when it has no extension, as matplotlib would), refused when it is
+    a folder or its extension no picture format matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from streamer.errors import SettingsError
+
+    if os.path.isdir(path) or path.endswith(os.sep) or not os.path.basename(path):
+        raise SettingsError(f"--plot {path!r} is a folder: give the picture's file name (e.g. sdr.png)")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext:
+        return path + ".png"
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if ext not in formats:
+        raise SettingsError(f"--plot {path}: .{ext} is not a picture format matplotlib writes "
+                            f"({', '.join('.' + f for f in formats)})")
+    return path
+
+
+def _write_plot(results, rate: int, path: str, title: str) -> None:
+    """The plot under a temporary name next to ``path``, renamed when complete: never half a picture; a folder
+    made for it is removed again if writing fails."""
+    from streamer.errors import SettingsError
+    from streamer.lab.evaluate import plot
+    from streamer.outputs import make_dirs, remove_empty_dirs
+
+    folder, name = os.path.split(os.path.abspath(path))
+    made = make_dirs(folder)
+    stem, ext = os.path.splitext(name)
+    part = os.path.join(folder, f".{stem}.part{ext}")
+    try:
+        try:
+            plot(results, rate, part, title=title)
+        except (RuntimeError, ValueError) as exc:  # e.g. .pgf without a TeX installation
+            raise SettingsError(f"--plot {path}: matplotlib cannot write it here: {exc}") from exc
+        os.replace(part, path)
+    except BaseException:
+        if os.path.exists(part):
+            os.remove(part)
+        remove_empty_dirs(made)
+        raise
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from streamer.lab.synth import generate_song, write_song
+    from streamer.outputs import output_folder
 
     seeds = range(args.seed, args.seed + args.count)
-    for seed in tqdm(seeds, desc="songs", unit="song", disable=args.count < 2 or not sys.stderr.isatty()):
-        song = generate_song(seed, args.seconds)
-        folder = os.path.join(args.out, f"synth_{seed:06d}")
-        write_song(song, folder)
-        i = song.info
-        print(f"{folder}: {args.seconds:.0f} s, {i['groove']} at {i['tempo']} bpm in {i['key']}"
-              f"{', with espeak words' if i['espeak'] else ''}")
+    with output_folder(args.out):  # checked before the first song; a folder made here goes again if none is written
+        for seed in tqdm(seeds, desc="songs", unit="song", disable=args.count < 2 or not sys.stderr.isatty()):
+            song = generate_song(seed, args.seconds)
+            folder = os.path.join(args.out, f"synth_{seed:06d}")
+            write_song(song, folder)
+            i = song.info
+            print(f"{folder}: {args.seconds:g} s, {i['groove']} at {i['tempo']} bpm in {i['key']}"
+                  f"{', with espeak words' if i['espeak'] else ''}")
     return 0
 
 
@@ -108,17 +177,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from streamer.inference.loader import load_model
+    from streamer.inference.precision import resolve_device
     from streamer.lab.train import TrainOptions, train
+    from streamer.outputs import output_folder
 
+    resolve_device(args.device)  # refuse a device this machine lacks before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.config, args.init, device=args.device, seed=args.seed)
+    check_length(f"--segment {args.segment:g} s ({int(args.segment * loaded.config.sample_rate)} samples)",
+                 int(args.segment * loaded.config.sample_rate), loaded.config, extra_n_fft=TRAIN_LOSS_N_FFT)
     model = loaded.model
     model.train()
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
                         val_every=args.val_every, val_seconds=args.val_seconds, seed=args.seed,
                         device=str(loaded.device))
-    result = train(model, loaded.config, args.config, args.data, args.val, args.out, opts, resume=args.resume,
-                   progress=sys.stderr.isatty())
-    print(f"done: {args.out}/model.ckpt with {args.out}/config.yaml (best validation score {result['best']:.2f})")
+    with output_folder(args.out):  # a folder this run creates is removed again if the run fails before writing
+        result = train(model, loaded.config, args.config, args.data, args.val, args.out, opts, resume=args.resume,
+                       progress=sys.stderr.isatty())
+    best = "none" if result["best"] is None else f"{result['best']:.2f}"
+    print(f"done: {args.out}/model.ckpt with {args.out}/config.yaml (best validation score {best})")
     return 0

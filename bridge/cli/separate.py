@@ -6,7 +6,10 @@ import os
 import sys
 import time
 
-from .common import add_model_args, load_from_args
+from .common import add_model_args, check_length, load_from_args, positive_int
+
+MAX_OVERLAP = 64      # MSST configs use 2 to 8; beyond this the chunks are a few samples apart
+MAX_BATCH = 256
 
 
 def register(sub) -> None:
@@ -23,10 +26,13 @@ def register(sub) -> None:
                      help="also write instrumental = mix minus the vocals stem (or the first stem)")
     sep.add_argument("--tta", action="store_true",
                      help="test-time augmentation: average with channel-swapped and polarity-inverted passes (3x time)")
-    sep.add_argument("--chunk-size", type=int, help="samples per chunk (default: the config's)")
-    sep.add_argument("--num-overlap", type=int, help="chunks overlapping each sample (default: the config's)")
-    sep.add_argument("--batch-size", type=int, help="chunks per forward call (default: the config's); "
-                                                     "does not change the result")
+    sep.add_argument("--chunk-size", type=positive_int(),
+                     help="samples per chunk (default: the config's; at most 60 s)")
+    sep.add_argument("--num-overlap", type=positive_int(MAX_OVERLAP),
+                     help=f"chunks overlapping each sample (default: the config's; at most {MAX_OVERLAP})")
+    sep.add_argument("--batch-size", type=positive_int(MAX_BATCH),
+                     help=f"chunks per forward call (default: the config's; at most {MAX_BATCH}); "
+                          "does not change the result")
     sep.add_argument("--format", dest="fmt", default="wav", choices=["wav", "flac"], help="output file format")
     sep.add_argument("--subtype", default=None,
                      help="sample format: FLOAT (default for wav), PCM_16, PCM_24 (default for flac)")
@@ -54,6 +60,8 @@ def cmd_separate(args: argparse.Namespace) -> int:
     plan = plan_outputs(inputs, args.out)  # inputs that would write the same stems folder: refused before any work
     with output_folder(args.out):  # a folder this run creates is removed again if the run fails
         loaded = load_from_args(args)
+        if args.chunk_size is not None:
+            check_length(f"--chunk-size {args.chunk_size}", args.chunk_size, loaded.config)
         subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
         opts = SeparationOptions(
             chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from collections import Counter
 from typing import Any, Mapping
 
@@ -22,6 +21,8 @@ TRUST_HINT = "pass trust=True (CLI: --trust-checkpoint) only if you trust where 
 
 def read_state_dict(path: str | os.PathLike, trust: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint file and return a plain ``{key: tensor}`` dict (unwrapped, prefix-stripped)."""
+    if not isinstance(trust, bool):  # a string such as "false" read from a file must never mean trust
+        raise CheckpointError(f"trust must be True or False, got {trust!r}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -45,6 +46,8 @@ def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
 
 
 def _load_torch(path: str, trust: bool) -> Any:
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint (the file is empty)")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
@@ -54,16 +57,31 @@ def _load_torch(path: str, trust: bool) -> Any:
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" (it contains {found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{path}: refused to unpickle objects other than tensors{what}; {TRUST_HINT}"
+                f"{path}: refused to unpickle objects other than tensors{what}: unpickling them can run arbitrary "
+                f"code on this machine; {TRUST_HINT}"
             ) from exc
-        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_short(text)})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_short(str(exc))})") from exc
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_short(exc)})") from exc
+    except MemoryError as exc:
+        raise CheckpointError(f"{path}: not enough memory to load this checkpoint") from exc
+    except Exception as exc:  # noqa: BLE001
+        # garbage makes the unpickler fail in many ways (IndexError "pop from empty list", KeyError from its
+        # memo, struct errors, UnicodeDecodeError, ...): whatever torch.load raises, the file is not a
+        # checkpoint we can read; the exception stays the cause (--verbose shows it)
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_short(exc)})") from exc
 
 
-def _short(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    return line[:200]
+def _short(exc: BaseException) -> str:
+    """What went wrong in one line (at most 200 characters): the message's first line, with the exception's
+    type when that says more; for torch's weights-only unpickler the reason it gives, not its advice."""
+    text = str(exc).strip()
+    if "WeightsUnpickler error:" in text:
+        reason = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
+        if reason:
+            return reason[0][:200]
+    line = text.splitlines()[0][:200] if text else ""
+    if isinstance(exc, (pickle.UnpicklingError, RuntimeError)) and line:
+        return line
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def _is_tensor_dict(obj: Any) -> bool:

@@ -140,6 +140,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a YAML config: it is not text (a binary file such as audio or a "
+                          "checkpoint?)") from exc
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()
         raise ConfigError(f"{path} is not valid YAML: {' '.join(l.strip() for l in first[:3])}") from exc

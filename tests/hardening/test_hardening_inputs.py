@@ -96,10 +96,6 @@ def assert_refusal(exc_or_text, evil):
     assert not evil.marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="streamer/msst/checkpoint.py (not ours) does not yet say why unpickling is "
-                   "dangerous; proposed text: '...: refused to unpickle objects other than tensors (it contains X): "
-                   "unpickling them can run arbitrary code on this machine; pass trust=True ...'. Remove this marker "
-                   "once the message says it.")
 def test_refusal_says_why_unpickling_is_dangerous(evil):
     with pytest.raises(CheckpointError) as err:
         streamer.read_state_dict(evil.ckpt)
