@@ -150,7 +150,27 @@ def _remove_tree(path: str) -> None:
         raise
 
 
-class AtomicWriter:
+class _AllOrNothing:
+    """As a context manager: ``commit()`` when the body succeeds, ``abort()`` when it fails (any exception,
+    KeyboardInterrupt included)."""
+
+    def commit(self) -> list[str]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.commit()
+
+
+class AtomicWriter(_AllOrNothing):
     """Writes files under temporary names next to their targets and renames them all into place at the end
     (``commit``), or removes them all (``abort``): for several files in one existing folder (``stemstream demo``).
 
@@ -226,17 +246,9 @@ class AtomicWriter:
         remove_empty_dirs(self._made)
         self._pending, self._made = [], []
 
-    def __enter__(self) -> "AtomicWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.commit()
 
 
-class AtomicFolder:
+class AtomicFolder(_AllOrNothing):
     """Writes the files of one folder into a temporary folder next to it (``.NAME.partXXXXXXXX``) and swaps it
     into place whole at the end: the stems of one input, which appear all together or not at all.
 
@@ -355,14 +367,6 @@ class AtomicFolder:
         remove_empty_dirs(self._made)
         self._files, self._made = [], []
 
-    def __enter__(self) -> "AtomicFolder":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.commit()
 
 
 def _format_for(ext: str) -> str:

@@ -119,22 +119,15 @@ def _bench_engines(args: argparse.Namespace, config, model):
 def _check_settings(args: argparse.Namespace) -> None:
     """The stream-setting flags before any work: finite, >= 0 and within the limits (how they fit together,
     and the window against the model, the stream settings check once the model is known)."""
-    from streamer.errors import SettingsError
+    from streamer.stream.settings import check_seconds
 
     most = MAX_WINDOW_SECONDS
     values = [("--window", args.window, most, "s"), ("--lookahead", args.lookahead, most, "s"),
               ("--allowance", args.allowance, most, "s"), ("--crossfade-ms", args.crossfade_ms, most * 1000, "ms")]
     values += [("--hop", h, most, "s") for h in args.hop or []]
     for name, value, limit, unit in values:
-        if value is None:
-            continue
-        if not np.isfinite(value):
-            raise SettingsError(f"{name} must be a finite number of {'seconds' if unit == 's' else 'milliseconds'}, "
-                                f"got {value!r}")
-        if value < 0:
-            raise SettingsError(f"{name} must be >= 0 {unit}, got {value:g}")
-        if value > limit:
-            raise SettingsError(f"{name} {value:g} {unit} is beyond the limit of {limit:g} {unit}")
+        if value is not None:
+            check_seconds(name, value, 0.0, limit, unit)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -81,7 +81,7 @@ def check_length(what: str, samples: int, config, extra_n_fft: int = 0) -> None:
     if samples > MAX_WINDOW_SECONDS * rate:
         raise SettingsError(f"{what} is beyond the limit of {MAX_WINDOW_SECONDS:g} s "
                             f"({int(MAX_WINDOW_SECONDS * rate)} samples at {rate} Hz)")
-    n_fft = max(int(config.model.get("stft_n_fft", 2048)), extra_n_fft)
+    n_fft = max(config.stft_n_fft, extra_n_fft)
     least = n_fft // 2 + 1
     if samples < least:
         raise SettingsError(f"{what} is too short for the model: it needs at least {least} samples "

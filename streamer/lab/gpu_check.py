@@ -48,7 +48,7 @@ import torch
 
 from ..assets import DEMO_CHECKPOINT, DEMO_CONFIG
 from ..inference.demix import demix
-from ..inference.graphs import capture, error_db
+from ..inference.graphs import MATCH_DB, capture, error_db
 from ..inference.loader import load_model
 from ..inference.precision import autocast_context
 from ..stream.engine import StreamEngine
@@ -301,9 +301,8 @@ class Check:
                              f"graph {row.get('graph_ms_median', row.get('graph', '-'))} ms, floor {row['floor_ms']} ms")
         result: dict = {"rows": rows}
         graphed = [r for r in rows if "graph_ms_median" in r]
-        tolerance = {"fp32": -90.0, "bf16": -40.0, "fp16": -50.0}
         result["graph_exact_and_faster"] = bool(graphed) and all(
-            r["graph_error_db_vs_eager"] <= tolerance[r["precision"]] and r["graph_speedup"] > 1.0 for r in graphed)
+            r["graph_error_db_vs_eager"] <= MATCH_DB[r["precision"]] and r["graph_speedup"] > 1.0 for r in graphed)
         if self.plan.compile_timeout > 0 and self.device.type == "cuda":
             result["torch_compile"] = self.compile_probe()
         return result

@@ -124,7 +124,11 @@ class Config:
 
     @property
     def stft_hop(self) -> int:
-        return int(self.model.get("stft_hop_length", 512))
+        return int(self.model.get("stft_hop_length", _COMMON_ARCH["stft_hop_length"]))
+
+    @property
+    def stft_n_fft(self) -> int:
+        return int(self.model.get("stft_n_fft", _COMMON_ARCH["stft_n_fft"]))
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The raw MSST-style dict, suitable for writing back to a YAML file."""

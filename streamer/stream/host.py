@@ -180,7 +180,6 @@ class ProcessHost(_ServingHost):
         self._shared = share_model(model)
         self._settings = settings
         self._process = None
-        self._send_error: BaseException | None = None
 
     @property
     def running(self) -> bool:
@@ -236,8 +235,8 @@ class ProcessHost(_ServingHost):
     def _send(self, conn) -> None:
         try:
             conn.send(self._shared)
-        except (OSError, EOFError) as exc:  # the child died before reading it: start() reports the death
-            self._send_error = exc
+        except (OSError, EOFError):
+            pass  # the child died before reading it: start() reports the death and its cause
         finally:
             conn.close()
 
@@ -251,7 +250,6 @@ class ProcessHost(_ServingHost):
         if process.is_alive():
             process.kill()  # SIGKILL also ends a frozen (SIGSTOPped) process, which SIGTERM would not
             process.join(timeout=STOP_GRACE_SECONDS)
-        self._last_exitcode = process.exitcode
 
 
 def make_host(kind: str, buffers: SharedBuffers, tensors: dict[str, torch.Tensor], model,

@@ -91,8 +91,7 @@ class StreamSettings:
              ) -> "StreamSettings":
         """Settings from lengths in samples; ``crossfade=None`` takes :func:`default_crossfade`."""
         window, hop, lookahead = int(window), int(hop), int(lookahead)
-        check_lengths(window, hop, lookahead)
-        if crossfade is None:
+        if crossfade is None:  # the lengths are checked (first) by __post_init__
             crossfade = default_crossfade(hop, lookahead, sample_rate)
         return cls(window, hop, lookahead, crossfade)
 
@@ -178,13 +177,22 @@ def preset_settings(name: str, config: "Config") -> StreamSettings:
     return make(config.chunk_size, config.num_overlap, config.stft_hop, config.sample_rate)
 
 
+def check_seconds(name: str, value: float, minimum: float = 0.0, maximum: float | None = None,
+                  unit: str = "s") -> float:
+    """A length a user gave (``unit`` "s" or "ms"): a finite number from ``minimum`` to ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number of {'seconds' if unit == 's' else 'milliseconds'}, "
+                            f"got {value!r}")
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum:g} {unit}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name} {value:g} {unit} is beyond the limit of {maximum:g} {unit}")
+    return float(value)
+
+
 def seconds_to_samples(name: str, seconds: float, sample_rate: int, minimum: float = 0.0) -> int:
     """A length given in seconds (CLI, rig files) in samples; negative or non-finite values are refused."""
-    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not math.isfinite(seconds):
-        raise SettingsError(f"{name} must be a number of seconds, got {seconds!r}")
-    if seconds < minimum:
-        raise SettingsError(f"{name} must be >= {minimum:g} s, got {seconds:g}")
-    return int(round(seconds * sample_rate))
+    return int(round(check_seconds(name, seconds, minimum) * sample_rate))
 
 
 def output_stems(model_stems: list[str], residual: str | None) -> tuple[list[str], int]:
