@@ -7,8 +7,22 @@
 
 Imports run one way: ``bridge`` uses ``streamer``, never the reverse.
 """
-from .mix.mixer import StemMixer
-from .plugin.chain import Chain
-from .plugin.separator import StemSeparator
+import importlib
 
-__all__ = ["Chain", "StemMixer", "StemSeparator"]
+# the public names, imported on first use (PEP 562), so that a process that needs only a light part
+# (the terminal mixer's process, `stemstream devices`) does not load torch
+_PUBLIC = {"Chain": ".plugin.chain", "StemMixer": ".mix.mixer", "StemSeparator": ".plugin.separator"}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

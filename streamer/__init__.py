@@ -12,16 +12,36 @@ code never imports):
 
 This module is the public API; the names below are stable.
 """
+import importlib
+
 from .errors import (AudioError, CheckpointError, ConfigError, SettingsError, StemstreamError,
                      WorkerError)
-from .inference.demix import demix, demix_tta
-from .inference.loader import LoadedModel, load_model
-from .models.roformer import BSRoformer, MelBandRoformer
-from .msst.build import build_model
-from .msst.checkpoint import load_checkpoint, read_state_dict
-from .msst.config import Config, load_config
-from .stream.engine import StreamEngine
-from .stream.settings import PRESETS, StreamSettings, preset_settings
+
+# the rest of the public names are imported on first use (PEP 562): the errors and the light modules
+# do not pull in torch for a process that does not need it (the terminal mixer's, `stemstream devices`)
+_LAZY = {
+    "demix": ".inference.demix", "demix_tta": ".inference.demix",
+    "LoadedModel": ".inference.loader", "load_model": ".inference.loader",
+    "BSRoformer": ".models.roformer", "MelBandRoformer": ".models.roformer",
+    "build_model": ".msst.build",
+    "load_checkpoint": ".msst.checkpoint", "read_state_dict": ".msst.checkpoint",
+    "Config": ".msst.config", "load_config": ".msst.config",
+    "StreamEngine": ".stream.engine",
+    "PRESETS": ".stream.settings", "StreamSettings": ".stream.settings", "preset_settings": ".stream.settings",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AudioError",

@@ -10,9 +10,9 @@ import logging
 import sys
 import traceback
 
-from . import bench, demo, lab, separate
+from . import bench, demo, lab, live, separate
 
-COMMAND_GROUPS = (separate, demo, lab, bench)
+COMMAND_GROUPS = (separate, live, demo, lab, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -116,19 +116,32 @@ class StemSeparator:
         return cls(loaded.model, loaded.config, latency=latency, **kwargs)
 
     @classmethod
-    def from_rig(cls, path: str | os.PathLike, trust_checkpoint: bool = False) -> "StemSeparator":
+    def from_rig(cls, path: str | os.PathLike, trust_checkpoint: bool = False, latency: str | None = None,
+                 **overrides: Any) -> "StemSeparator":
         """A separator set up by a rig file (model, engine, stems, effects, buses); see ``bridge.plugin.rig``.
 
         ``trust_checkpoint=True`` allows the rig's checkpoint to be unpickled in full (it can run arbitrary
         code): only the person running the program can opt in, here or with ``--trust-checkpoint``; a rig
-        file cannot (a rig with ``model.trust_checkpoint`` is refused)."""
+        file cannot (a rig with ``model.trust_checkpoint`` is refused).
+
+        ``latency`` (a preset) and ``overrides`` (``residual`` and engine keywords in samples: window, hop,
+        lookahead, crossfade, realtime, worker, ...) take precedence over the rig's engine section, as
+        command-line flags do: a preset replaces the rig's window, hop, look-ahead and crossfade."""
         if not isinstance(trust_checkpoint, (bool, np.bool_)):
             raise SettingsError(f"trust_checkpoint must be True or False, got {trust_checkpoint!r}")
         spec = load_rig(path)
+        engine = dict(spec.engine)
+        if latency is not None:
+            for key in ("window", "hop", "lookahead", "crossfade"):
+                engine.pop(key, None)
+        residual = overrides.pop("residual", spec.residual)
+        if {"window", "hop", "lookahead"} & set(overrides) and "crossfade" not in overrides:
+            engine["crossfade"] = None  # the rig's crossfade may not fit the new lengths
+        engine.update(overrides)
         loaded = load_model(spec.config, spec.checkpoint, trust=bool(trust_checkpoint))
         try:
-            sep = cls(loaded.model, spec.config, latency=spec.preset, residual=spec.residual, buses=spec.buses,
-                      output=spec.output, **spec.engine)
+            sep = cls(loaded.model, spec.config, latency=latency or spec.preset, residual=residual,
+                      buses=spec.buses, output=spec.output, **engine)
         except SettingsError as exc:
             raise RigError(f"{spec.path}: {exc}") from exc
         for stem, controls in spec.stem_controls.items():
@@ -256,6 +269,22 @@ class StemSeparator:
                              f"got {rate} Hz: resample the stream, or use one-shot calls (reset=True), which "
                              "resample for you")
         return self._run(x, buffer_size)
+
+    def stream_into(self, block: np.ndarray, stems: np.ndarray, dry: np.ndarray, buses: np.ndarray) -> None:
+        """The live host's entry point (``bridge.live``): streams ``block`` (model channels, n) float32 at
+        the model's rate and writes, delayed by ``reported_latency_samples``, every stem after its effects
+        into ``stems`` (stems, channels, n), the input they came from into ``dry`` (channels, n) and every
+        bus into ``buses`` (buses, channels, n). All four are the caller's preallocated buffers (views
+        are fine); nothing else is allocated except by the pedalboard effect chains, when there are any."""
+        self.engine.process_into(block, stems, dry)
+        if self._fx.active:
+            fx_stems, fx_dry = self._fx.process(stems, dry)
+            stems[...] = fx_stems
+            dry[...] = fx_dry
+            self.mixer.process(stems, buses, None)
+        else:
+            self.mixer.process(stems, buses, dry)
+        self._emitted += block.shape[1]
 
     # ------------------------------------------------------------------ internals
     def _run(self, x: np.ndarray, buffer_size: int) -> np.ndarray:

@@ -150,8 +150,29 @@ class ThreadHost(_ServingHost):
             self._thread = None
 
 
-def process_main(conn, tensors: dict[str, torch.Tensor], settings: WorkerSettings) -> None:
+ORPHAN_CHECK_SECONDS = 0.25
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker process must never outlive the program that started it, even one killed outright
+    (SIGKILL runs no clean-up): a daemon thread notices that the parent is gone (the process was
+    re-parented) within ``ORPHAN_CHECK_SECONDS`` and exits. (Linux's PR_SET_PDEATHSIG is not used: it
+    fires when the parent *thread* ends, and the supervisor restarts workers from its own thread.)"""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_SECONDS)
+        os._exit(0)
+
+    if os.getppid() != parent:  # died before the death signal was armed
+        os._exit(0)
+    threading.Thread(target=watch, name="stemstream-orphan-watch", daemon=True).start()
+
+
+def process_main(conn, tensors: dict[str, torch.Tensor], settings: WorkerSettings, parent: int | None = None) -> None:
     """Entry point of the worker process (spawned): receive the model, rebuild the worker, serve."""
+    if parent is not None:
+        _exit_with_parent(parent)
     buffers = SharedBuffers.from_tensors(tensors)
     buffers.worker_state[WorkerSlot.STARTED] = 1
     try:
@@ -216,7 +237,7 @@ class ProcessHost(_ServingHost):
         self._reset_flags()
         ctx = torch.multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=process_main, args=(parent_conn, self._tensors, self._settings),
+        self._process = ctx.Process(target=process_main, args=(parent_conn, self._tensors, self._settings, os.getpid()),
                                     name="stemstream-inference", daemon=True)
         try:
             self._process.start()

@@ -98,7 +98,7 @@ VALID = {  # (command or None for any, dest) -> valid values
     ("bench-model", "seconds"): ["0.1", "0.5"], ("bench-model", "repeats"): ["1", "2"],
     ("bench-mixer", "blocks"): ["10", "100"], ("bench-mixer", "stems"): ["1", "4"],
     ("bench-mixer", "buses"): ["1", "2"],
-    ("bench-gpu", "budget"): ["5"],
+    ("bench-gpu", "budget"): ["5"], ("live", "seconds"): ["0.3"], ("live", "blocksize"): ["256", "512"],
     ("separate", "chunk_size"): ["22050", "4096"], ("separate", "num_overlap"): ["1", "2", "4"],
     ("synth", "count"): ["1"], ("synth", "seconds"): ["0.5"],
     ("train", "steps"): ["1", "2"], ("train", "val_every"): ["1"], ("train", "segment"): ["0.1", "0.5"],
@@ -106,7 +106,7 @@ VALID = {  # (command or None for any, dest) -> valid values
 }
 ALWAYS = {  # options always given, so that their long defaults never run
     "bench": {"seconds", "config", "worker"}, "demo": {"config", "song"}, "bench-model": {"seconds", "repeats"},
-    "bench-mixer": {"blocks"}, "train": {"steps", "val_every", "segment"}, "synth": {"seconds", "count"},
+    "bench-mixer": {"blocks"}, "live": {"seconds"}, "train": {"steps", "val_every", "segment"}, "synth": {"seconds", "count"},
 }
 NEVER = {("bench-gpu", "dry_run")}
 NO_HUGE = {("train", "steps")}  # a huge step count is a valid request for a long training, not a wrong value

@@ -80,7 +80,12 @@ CLI_FLAGS = {'separate': ['--batch-size',
            '-h'],
  'bench-model': ['--config', '--device', '--help', '--repeats', '--seconds', '--threads', '-h'],
  'bench-mixer': ['--block', '--blocks', '--buses', '--help', '--stems', '-h'],
- 'bench-gpu': ['--budget', '--dry-run', '--help', '-h', 'out']}
+ 'bench-gpu': ['--budget', '--dry-run', '--help', '-h', 'out'],
+ 'devices': ['--help', '--json', '-h'],
+ 'live': ['--blocksize', '--buses', '--checkpoint', '--config', '--device', '--gain', '--help', '--hop',
+          '--in-channels', '--input', '--input-file', '--latency', '--lookahead', '--loop', '--model-type', '--mute',
+          '--no-ui', '--output', '--precision', '--record', '--residual', '--rig', '--route', '--seconds', '--solo',
+          '--trust-checkpoint', '--window', '-h']}
 
 
 def test_streamer_api():

@@ -1,0 +1,198 @@
+"""``stemstream devices`` (the audio devices) and ``stemstream live`` (separate and mix a live input or a
+file, to real audio outputs, with routing, recording and the terminal mixer)."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from .common import MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, number, positive_int, seconds
+
+
+def register(sub) -> None:
+    dv = sub.add_parser("devices", help="list the audio devices",
+                        description="List the audio devices PortAudio sees: index, name, host API, input and output "
+                                    "channels, default sample rate ('>' default input, '<' default output). "
+                                    "`stemstream live --input/--output` take an index or a part of a name.")
+    dv.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    dv.set_defaults(func=cmd_devices)
+
+    lv = sub.add_parser(
+        "live", help="separate and mix a live input (or a file) to audio outputs in real time",
+        description="Separate a live input (or a file played at real-time pace) and play the mix: the first bus "
+                    "on outputs 1-2, further buses or single stems on other outputs with --route. A terminal "
+                    "mixer shows meters and takes keys (1-9 mute stem N, shift+1-9 solo, q quits); --no-ui prints "
+                    "a status line per second. Ends on q, Ctrl-C, --seconds or the end of a file, and prints a "
+                    "summary.",
+        epilog="examples:\n"
+               "  stemstream live --config model.yaml --checkpoint model.ckpt --mute vocals\n"
+               "  stemstream live --rig configs/rigs/karaoke.yaml --input Scarlett --output Scarlett "
+               "--route monitor:3-4 --record takes/1\n"
+               "  stemstream live --rig configs/rigs/practice_no_bass.yaml --input-file song.flac --loop",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = lv.add_argument_group("model (a config and checkpoint, or a rig)")
+    model.add_argument("--rig", help="rig YAML: model, engine, stems, effects and buses in one file")
+    model.add_argument("--config", help="MSST-format YAML config of the model")
+    model.add_argument("--checkpoint", help="model weights (.ckpt/.pth/.safetensors)")
+    model.add_argument("--model-type", choices=["bs_roformer", "mel_band_roformer"],
+                       help="model class when the YAML has no training.model_type")
+    model.add_argument("--trust-checkpoint", action="store_true",
+                       help="allow a pickled checkpoint to run arbitrary code when loading (weights_only=False); "
+                            "only for files from a source you trust")
+    model.add_argument("--device", default=None, help="inference device: cpu, cuda, cuda:1 (default: cuda if "
+                                                      "available, else cpu; a rig's engine.device)")
+    model.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                       help="GPU autocast precision (CPU always runs fp32)")
+    eng = lv.add_argument_group("engine (a preset, or explicit lengths as in a rig's engine section)")
+    eng.add_argument("--latency", choices=["low", "balanced", "offline-exact"], default=None,
+                     help="latency preset (default: the rig's, else balanced)")
+    eng.add_argument("--window", type=seconds(MAX_WINDOW_SECONDS), help="window in seconds (overrides the preset)")
+    eng.add_argument("--hop", type=seconds(MAX_WINDOW_SECONDS), help="hop in seconds")
+    eng.add_argument("--lookahead", type=number(0.0, MAX_WINDOW_SECONDS, zero=True), help="look-ahead in seconds")
+    eng.add_argument("--residual", default=None,
+                     help="the stem that takes mix minus the others (default: other, as the separator; 'none': "
+                          "no residual stem)")
+    mix = lv.add_argument_group("mixer (the first bus)")
+    mix.add_argument("--mute", action="append", default=[], metavar="STEM", help="mute a stem (repeatable)")
+    mix.add_argument("--solo", action="append", default=[], metavar="STEM", help="solo a stem (repeatable)")
+    mix.add_argument("--gain", action="append", default=[], metavar="STEM=DB", help="a stem's gain in dB (repeatable)")
+    mix.add_argument("--buses", default=None, metavar="NAME,NAME",
+                     help="bus names, the first on outputs 1-2 (default: the rig's buses, else main)")
+    io = lv.add_argument_group("audio")
+    io.add_argument("--input", default=None, help="input device: index or part of its name (default: the system's)")
+    io.add_argument("--output", default=None, help="output device: index or part of its name (default: the system's)")
+    io.add_argument("--in-channels", default=None, metavar="1,2",
+                    help="device input channels feeding the model, counted from 1; one channel is duplicated for a "
+                         "stereo model (default: 1,2)")
+    io.add_argument("--input-file", default=None, help="play a file (at real-time pace) instead of a device input")
+    io.add_argument("--loop", action="store_true", help="with --input-file: play it again and again")
+    io.add_argument("--route", action="append", default=[], metavar="NAME:FIRST-LAST",
+                    help="send another bus or a single stem to output channels FIRST..LAST, e.g. monitor:3-4 or "
+                         "vocals:5 (one channel: summed to mono); repeatable")
+    io.add_argument("--blocksize", type=positive_int(MAX_BLOCK), default=256, help="frames per audio block (256)")
+    io.add_argument("--record", default=None, metavar="DIR",
+                    help="record DIR/input.wav, DIR/<bus>.wav, DIR/stems/<stem>.wav and DIR/session.json")
+    io.add_argument("--seconds", type=seconds(MAX_SCORE_SECONDS), default=None,
+                    help="stop after this many seconds (default: run until q or Ctrl-C)")
+    io.add_argument("--no-ui", action="store_true", help="no terminal mixer: one status line per second")
+    lv.set_defaults(func=cmd_live)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from bridge.live.devices import format_table, query, to_json
+
+    devices = query()
+    print(to_json(devices) if args.json else format_table(devices))
+    return 0
+
+
+def _stem_db(text: str) -> tuple[str, float]:
+    from streamer.errors import SettingsError
+
+    stem, sep, db = text.partition("=")
+    try:
+        value = float(db)
+    except ValueError:
+        value = math.nan
+    if not sep or not stem or math.isnan(value):
+        raise SettingsError(f"--gain {text}: expected STEM=DB, e.g. drums=-6")
+    return stem, value
+
+
+def _engine_overrides(args: argparse.Namespace, rate: int) -> dict:
+    out: dict = {"realtime": True, "worker": "process"}
+    for key in ("window", "hop", "lookahead"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = int(round(value * rate))
+    if {"window", "hop", "lookahead"} & set(out):
+        out.setdefault("crossfade", None)
+    if args.residual is not None:
+        out["residual"] = None if args.residual.lower() == "none" else args.residual
+    return out
+
+
+def build_separator(args: argparse.Namespace):
+    """The real-time separator the flags describe, and what session.json says about its model."""
+    from bridge.plugin.separator import StemSeparator
+    from streamer.errors import SettingsError
+    from streamer.inference.loader import load_model
+    from streamer.msst.config import load_config
+
+    if bool(args.rig) == bool(args.config):
+        raise SettingsError("give the model as --rig RIG.yaml, or as --config (and --checkpoint), not both")
+    if args.checkpoint and not args.config:
+        raise SettingsError("--checkpoint goes with --config (a rig names its own checkpoint)")
+    buses = [b.strip() for b in args.buses.split(",")] if args.buses else None
+    if buses is not None and (not all(buses) or len(set(buses)) != len(buses)):
+        raise SettingsError(f"--buses {args.buses}: expected distinct names separated by commas")
+    if args.rig:
+        from bridge.plugin.rig import load_rig
+
+        spec = load_rig(args.rig)
+        overrides = _engine_overrides(args, spec.config.sample_rate)
+        for key in ("device", "precision"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        sep = StemSeparator.from_rig(args.rig, trust_checkpoint=args.trust_checkpoint, latency=args.latency,
+                                     **overrides)
+        if buses is not None and buses != sep.mixer.bus_names:
+            raise SettingsError(f"--buses {args.buses}: the rig defines its buses ({', '.join(sep.mixer.bus_names)})")
+        info = {"rig": os.path.abspath(args.rig), "config": os.path.abspath(spec.config.path)
+                if getattr(spec.config, "path", None) else None,
+                "checkpoint": spec.checkpoint}
+    else:
+        config = load_config(args.config)
+        overrides = _engine_overrides(args, config.sample_rate)
+        loaded = load_model(args.config, args.checkpoint, device=args.device or "auto",
+                            precision=args.precision or "auto", trust=args.trust_checkpoint,
+                            model_type=args.model_type)
+        sep = StemSeparator(loaded.model, loaded.config, latency=args.latency or "balanced",
+                            buses=buses or ("main",), precision=loaded.precision, **overrides)
+        info = {"config": os.path.abspath(args.config),
+                "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None}
+    controls = sep.mixer.stems
+    for flag, stems in (("--mute", args.mute), ("--solo", args.solo)):
+        for stem in stems:
+            if stem not in controls:
+                raise SettingsError(f"{flag} {stem}: no such stem; stems: {', '.join(sep.stem_names)}")
+            setattr(controls[stem], flag[2:], True)
+    for text in args.gain:
+        stem, db = _stem_db(text)
+        if stem not in controls:
+            raise SettingsError(f"--gain {text}: no such stem; stems: {', '.join(sep.stem_names)}")
+        controls[stem].gain_db = db
+    return sep, info
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from bridge.live.path import parse_channels
+    from bridge.live.session import LiveOptions, LiveSession, format_summary
+    from streamer.errors import SettingsError
+
+    if args.loop and not args.input_file:
+        raise SettingsError("--loop goes with --input-file")
+    if args.input_file and (args.input or args.in_channels):
+        raise SettingsError("--input-file replaces the input device: drop --input/--in-channels")
+    if args.input_file and not os.path.isfile(args.input_file):
+        raise SettingsError(f"input file not found: {args.input_file}")
+    in_channels = parse_channels(args.in_channels) if args.in_channels else None
+    sep, info = build_separator(args)
+    session = None
+    try:
+        options = LiveOptions(input=args.input, output=args.output, in_channels=in_channels,
+                              input_file=args.input_file, loop=args.loop, blocksize=args.blocksize,
+                              seconds=args.seconds, routes=list(args.route), record=args.record, model=info)
+        session = LiveSession(sep, options)
+        print(f"stemstream live: {session.input_label} -> {session.out_dev.label()} at {session.device_rate} Hz, "
+              f"latency {session.latency_ms:.1f} ms; warming up...", flush=True)
+        summary = session.run(ui=not args.no_ui)
+    finally:
+        if session is None:
+            sep.engine.stop()
+    print(format_summary(summary), flush=True)
+    if summary["stopped_by"] == "error":
+        from bridge.live.devices import DeviceError
+
+        raise DeviceError(summary["error"] or "the session ended with an error")
+    return 0
