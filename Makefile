@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo test bench clean synth-deps device-wheels
+.PHONY: install demo test bench clean synth-deps live-deps device-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) live-deps
 
 demo: $(STAMP)
 	$(VENV)/bin/stemstream demo --out out/demo
 
-test: $(STAMP) synth-deps
+test: $(STAMP) synth-deps live-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
@@ -49,3 +49,13 @@ synth-deps:
 		&& [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then :; else \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		mma fluidsynth timgm6mb-soundfont espeak-ng; fi
+
+# Debian packages live audio needs: PortAudio (sounddevice loads it) for `stemstream live`, and the JACK
+# server with its tools (jackd -d dummy: an audio device without a sound card; jack_connect, jack_metro,
+# jack_rec) for the live tests. jackd2 asks whether to enable real-time scheduling: answered "no" up front.
+live-deps:
+	@if command -v jackd >/dev/null && command -v jack_metro >/dev/null && command -v jack_rec >/dev/null \
+		&& ldconfig -p | grep -q libportaudio.so.2; then :; else \
+		echo "jackd2 jackd/tweak_rt_limits boolean false" | debconf-set-selections; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		libportaudio2 jackd2; fi

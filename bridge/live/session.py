@@ -20,6 +20,7 @@ Order of events (``LiveSession.run``):
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import gc
 import math
@@ -41,10 +42,11 @@ from .path import FileSource, LivePath, check_routes, parse_route
 from .recorder import SESSION_FILE, Recorder, write_json
 from .ui_process import UiProcess
 
+STREAM_CLOSE_SECONDS = 2.0   # a stream that does not close within this is abandoned (see _close_stream)
 DEVICE_LOST_SECONDS = 2.0    # no callback for this long while streaming: the device is gone
 WARM_UP_SECONDS = 0.5        # of silence through the whole path before the stream opens
 UI_REFRESH_HZ = 15.0
-TIMES = 8192                 # callback durations kept for the statistics
+TIMES = 65536                # callback durations kept for the statistics
 
 
 @dataclass
@@ -274,9 +276,8 @@ class LiveSession:
             reason = "end of file"
         elif self._stream is not None and self.calls and \
                 (time.perf_counter() - self._last_call > DEVICE_LOST_SECONDS or not self._stream.active):
-            self.error = (f"the audio device stopped ({self.out_dev.name} has not called back for "
-                          f"{time.perf_counter() - self._last_call:.1f} s): was it disconnected, or did its "
-                          "server stop?")
+            self.error = (f"the audio device {self.out_dev.name!r} stopped calling back: was it disconnected, or "
+                          "did its server stop?")
             reason = "error"
         if reason is not None:
             self.stop_reason = reason
@@ -368,11 +369,7 @@ class LiveSession:
         """Stop everything, in order; returns the summary. Safe to call more than once."""
         stream, self._stream = self._stream, None
         if stream is not None:
-            try:
-                stream.abort()
-                stream.close()
-            except Exception as exc:  # noqa: BLE001 - a lost device may refuse; the rest must still close
-                self.error = self.error or f"closing the audio device failed: {exc}"
+            self._close_stream(stream)
         gc.unfreeze()
         stats = self.sep.engine.stats
         self.sep.engine.stop()
@@ -388,6 +385,31 @@ class LiveSession:
             except OSError as exc:
                 raise AudioError(f"cannot write {SESSION_FILE} in {self.recorder.folder}: {exc.strerror}") from exc
         return summary
+
+    def _close_stream(self, stream) -> None:
+        """Stop and close the stream from a helper thread: PortAudio waits for ever on a device whose
+        server is gone (JACK killed), and nothing else may wait on it. A stream that does not close
+        within STREAM_CLOSE_SECONDS is abandoned, and so is PortAudio's clean-up at exit (which would
+        wait the same way, or abort the interpreter)."""
+        failure: list[str] = []
+
+        def shut() -> None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception as exc:  # noqa: BLE001 - a lost device may refuse; the rest must still close
+                failure.append(str(exc))
+
+        closer = threading.Thread(target=shut, name="stemstream-stream-close", daemon=True)
+        closer.start()
+        closer.join(STREAM_CLOSE_SECONDS)
+        if closer.is_alive():
+            failure.append(f"it did not close within {STREAM_CLOSE_SECONDS:g} s")
+            handler = getattr(self.sd, "_exit_handler", None)
+            if handler is not None:
+                atexit.unregister(handler)
+        if failure and self.error is None:
+            self.error = f"closing the audio device failed: {failure[0]}"
 
     def summary(self, stats: dict, recording: dict | None, started: str | None) -> dict:
         e = self.sep.engine
@@ -447,4 +469,8 @@ def format_summary(s: dict) -> str:
     ]
     if s.get("files"):
         lines.append(f"recorded: {len(s['files'])} files")
+    rtf = c.get("realtime_factor")
+    if c["deadline_misses"] and rtf is not None and rtf > 0.9:
+        lines.append(f"hint: each window took {rtf:.2f}x the hop on this machine, so separation fell back to the dry "
+                     "input; a longer hop keeps up (--latency balanced, or --hop)")
     return "\n".join(lines)

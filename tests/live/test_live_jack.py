@@ -223,3 +223,25 @@ def test_device_errors_are_one_line(files, tmp_path, extra, words):
     assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], r.stderr
+
+
+def test_a_server_that_dies_ends_the_run_with_one_error_and_closed_files(files, tmp_path):
+    server = JackServer(log_dir=str(tmp_path))
+    try:
+        proc = start_live(server, model(files) + ["--input-file", files["song"], "--loop", "--seconds", "30",
+                                                  "--record", str(tmp_path / "take")])
+        wait_for_ports(server, "PortAudio:out", proc=proc)
+        kids = _children(proc.pid)
+        time.sleep(1.0)
+        server.proc.kill()                      # the audio server goes away mid-run
+        out, err = proc.communicate(timeout=30)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "stopped calling back" in errors[0] and "Traceback" not in err, err
+    assert "stopped: error" in out
+    assert _gone(kids)
+    take = read_take(tmp_path / "take")
+    assert take["session"]["stopped_by"] == "error" and take["input"].shape[0] > RATE // 2
+    assert not list((tmp_path / "take").rglob("*.partial"))
