@@ -3,6 +3,8 @@
 * ``bridge.plugin``: ``StemSeparator`` (pedalboard's plugin contract), ``Chain``, the channel-layout
   rule, rig files;
 * ``bridge.mix``: the stem mixer (buses, fader law, mute/solo, meters) and per-stem effect chains;
+* ``bridge.live``: live audio (devices, the callback path, recording, the terminal mixer, sessions);
+* ``bridge.control``: ``OSCControl``, OSC remote control with meters and state feedback;
 * ``bridge.cli``: the ``stemstream`` command.
 
 Imports run one way: ``bridge`` uses ``streamer``, never the reverse.
@@ -11,7 +13,8 @@ import importlib
 
 # the public names, imported on first use (PEP 562), so that a process that needs only a light part
 # (the terminal mixer's process, `stemstream devices`) does not load torch
-_PUBLIC = {"Chain": ".plugin.chain", "StemMixer": ".mix.mixer", "StemSeparator": ".plugin.separator"}
+_PUBLIC = {"Chain": ".plugin.chain", "StemMixer": ".mix.mixer", "StemSeparator": ".plugin.separator",
+           "OSCControl": ".control.server"}
 
 __all__ = sorted(_PUBLIC)
 

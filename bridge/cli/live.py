@@ -6,7 +6,7 @@ import argparse
 import math
 import os
 
-from .common import MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, number, positive_int, seconds
+from .common import MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, number, positive_int, seconds, whole_number
 
 
 def register(sub) -> None:
@@ -75,6 +75,16 @@ def register(sub) -> None:
     io.add_argument("--seconds", type=seconds(MAX_SCORE_SECONDS), default=None,
                     help="stop after this many seconds (default: run until q or Ctrl-C)")
     io.add_argument("--no-ui", action="store_true", help="no terminal mixer: one status line per second")
+    osc = lv.add_argument_group("OSC remote control (see the README's address table)")
+    osc.add_argument("--osc", type=whole_number(0, 65535), default=None, metavar="PORT",
+                     help="listen for OSC control on this UDP port (0: any free port)")
+    osc.add_argument("--osc-host", default="127.0.0.1",
+                     help="the address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                          "interface, which needs --osc-allow)")
+    osc.add_argument("--osc-allow", action="append", default=[], metavar="CIDR",
+                     help="accept OSC only from these networks or addresses, e.g. 192.168.1.0/24 (repeatable)")
+    osc.add_argument("--osc-tcp", action="store_true",
+                     help="also listen on TCP (OSC 1.1 SLIP framing) on the same port")
     lv.set_defaults(func=cmd_live)
 
 
@@ -183,9 +193,18 @@ def cmd_live(args: argparse.Namespace) -> int:
         options = LiveOptions(input=args.input, output=args.output, in_channels=in_channels,
                               input_file=args.input_file, loop=args.loop, blocksize=args.blocksize,
                               seconds=args.seconds, routes=list(args.route), record=args.record, model=info)
+        if args.osc is None and (args.osc_allow or args.osc_tcp or args.osc_host != "127.0.0.1"):
+            raise SettingsError("--osc-host, --osc-allow and --osc-tcp go with --osc PORT")
         session = LiveSession(sep, options)
+        if args.osc is not None:
+            try:
+                session.start_osc(args.osc, host=args.osc_host, allow=args.osc_allow, tcp=args.osc_tcp)
+            except BaseException:
+                session.close()   # nothing played: the recording folder and the worker go away
+                raise
         print(f"stemstream live: {session.input_label} -> {session.out_dev.label()} at {session.device_rate} Hz, "
-              f"latency {session.latency_ms:.1f} ms; warming up...", flush=True)
+              f"latency {session.latency_ms:.1f} ms" + (f", OSC on {session.osc}" if session.osc else "")
+              + "; warming up...", flush=True)
         summary = session.run(ui=not args.no_ui)
     finally:
         if session is None:

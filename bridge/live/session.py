@@ -120,7 +120,8 @@ class LiveSession:
         self._stop_requested: str | None = None
         self.started_at: float | None = None
         self._stream = None
-        self.osc: str | None = None          # shown by the UI once OSC control exists
+        self.osc: str | None = None          # the OSC endpoint(s), shown by the terminal mixer
+        self.control = None                  # bridge.control.server.OSCControl, when started
         self.device_buffer_frames: int | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -162,6 +163,15 @@ class LiveSession:
         if self.recorder is not None:
             self.recorder.discard()
             self.recorder = None
+
+    def start_osc(self, port: int, host: str = "127.0.0.1", allow=(), tcp: bool = False):
+        """OSC control of this session's separator (``bridge.control``), with this session's status
+        (xruns, callback times) in ``/engine/status``; closed with the session."""
+        from bridge.control.server import OSCControl
+
+        self.control = OSCControl(self.sep, port=port, host=host, allow=allow, tcp=tcp, status=self.status)
+        self.osc = ", ".join(self.control.endpoints)
+        return self.control
 
     # ------------------------------------------------------------------ latency
     @property
@@ -371,6 +381,8 @@ class LiveSession:
         if stream is not None:
             self._close_stream(stream)
         gc.unfreeze()
+        if self.control is not None:
+            self.control.close()
         stats = self.sep.engine.stats
         self.sep.engine.stop()
         if self.recorder is not None and self.started_at is None:

@@ -37,20 +37,29 @@ UI_NICENESS = 10     # the mixer process's CPU priority, below the audio's
 
 
 def mixer_controls(mixer: StemMixer) -> list:
-    """Every control of every bus: ``[(bus gain dB, [(gain dB, mute, solo) per stem]) per bus]``."""
+    """Every control of every bus: ``[(bus gain dB, bus mute, [(gain dB, mute, solo) per stem]) per bus]``."""
     out = []
     for bus in mixer.bus_names:
         b = mixer.buses[bus]
-        out.append((b.gain_db, [(c.gain_db, c.mute, c.solo) for c in (b.stems[s] for s in mixer.stem_names)]))
+        out.append((b.gain_db, b.mute,
+                    [(c.gain_db, c.mute, c.solo) for c in (b.stems[s] for s in mixer.stem_names)]))
     return out
 
 
 def apply_controls(mixer: StemMixer, controls: list) -> None:
-    """Set ``controls`` (as from :func:`mixer_controls`) on ``mixer``, touching only what differs."""
-    for bus, (bus_gain, stems) in zip(mixer.bus_names, controls):
+    """Set ``controls`` (as from :func:`mixer_controls`) on ``mixer``, touching only what differs, as one
+    change (``StemMixer.batch``)."""
+    with mixer.batch():
+        _apply(mixer, controls)
+
+
+def _apply(mixer: StemMixer, controls: list) -> None:
+    for bus, (bus_gain, bus_mute, stems) in zip(mixer.bus_names, controls):
         b = mixer.buses[bus]
         if b.gain_db != bus_gain:
             b.gain_db = bus_gain
+        if b.mute != bus_mute:
+            b.mute = bus_mute
         for stem, (gain_db, mute, solo) in zip(mixer.stem_names, stems):
             c = b.stems[stem]
             if c.gain_db != gain_db:

@@ -21,6 +21,7 @@ signal through untouched when nothing is engaged.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import threading
@@ -129,6 +130,29 @@ def mix_bus(stems, current, target, step, out):
         current[s] = g
 
 
+@njit("float32(float32[:, :], float32[:, :], float32, float32, float32)", cache=True, nogil=True)
+def blend_dry(out, dry, g, target, step):
+    """out = (1 - g) * out + g * dry, g ramping to ``target`` by ``step`` per sample; returns the final g.
+    At g = 1 the output is ``dry`` exactly."""
+    channels, n = out.shape
+    if g == target:
+        if g == 0.0:
+            return g
+        if g == 1.0:
+            for c in range(channels):
+                for i in range(n):
+                    out[c, i] = dry[c, i]
+            return g
+    for i in range(n):
+        if g < target:
+            g = min(target, g + step)
+        elif g > target:
+            g = max(target, g - step)
+        for c in range(channels):
+            out[c, i] = (1.0 - g) * out[c, i] + g * dry[c, i]
+    return g
+
+
 _METER_SIG = "void(float32[:, :], float32[:], int64)"
 
 
@@ -211,6 +235,7 @@ class Bus:
         self.stem_names = list(stems)
         self.stems = {s: StemControl(s, on_change) for s in stems}
         self._gain_db = 0.0
+        self._mute = False
         self._on_change = on_change
 
     @property
@@ -222,9 +247,28 @@ class Bus:
         self._gain_db = checked_db(f"bus {self.name}", value)
         self._on_change()
 
+    @property
+    def fader(self) -> float:
+        """The bus master's fader, 0..1 on the X32 law (0.75 = unity); setting it sets gain_db."""
+        return db_to_fader(self._gain_db)
+
+    @fader.setter
+    def fader(self, value: float) -> None:
+        self.gain_db = fader_to_db(checked_fader(f"bus {self.name}", value))
+
+    @property
+    def mute(self) -> bool:
+        """The bus master's mute: the whole bus silent (its stems' own controls are kept)."""
+        return self._mute
+
+    @mute.setter
+    def mute(self, value: bool) -> None:
+        self._mute = checked_flag(f"bus {self.name}", "mute", value)
+        self._on_change()
+
     def targets(self) -> np.ndarray:
         soloing = any(c.solo for c in self.stems.values())
-        bus = db_to_gain(self._gain_db)
+        bus = 0.0 if self._mute else db_to_gain(self._gain_db)
         out = np.zeros(len(self.stem_names), np.float32)
         for i, name in enumerate(self.stem_names):
             c = self.stems[name]
@@ -263,6 +307,10 @@ class StemMixer:
         self._pending = np.ones((n, len(self.stem_names)), np.float32)
         self._version = 0
         self._applied = 0
+        self._batching = 0
+        self._batch_dirty = False
+        self._bypass_target = np.zeros(1, np.float32)   # set by control threads
+        self._bypass_state = np.zeros(1, np.float32)    # the audio side's current bypass amount
         self.step = np.float32(1.0 / max(1.0, ramp_ms * 1e-3 * self.sample_rate))
         # meters: [stems..., buses...] x (peak dB, rms dB); written by the audio side, read by anyone
         self.meters = np.full(2 * (len(self.stem_names) + n), SILENCE_DB, np.float32)
@@ -274,6 +322,7 @@ class StemMixer:
         cur = np.ones(len(self.stem_names), np.float32)
         mix_bus(stems, cur, np.zeros_like(cur), np.float32(0.5), out)
         meter_block(out, np.zeros(2, np.float32), 0)
+        blend_dry(out, out.copy(), np.float32(0.0), np.float32(1.0), np.float32(0.5))
 
     @property
     def stems(self) -> dict[str, StemControl]:
@@ -288,13 +337,44 @@ class StemMixer:
     def _changed(self) -> None:
         # called from control threads: compute the new targets and publish them with a version bump
         with self._lock:
+            if self._batching:
+                self._batch_dirty = True
+                return
             for i, b in enumerate(self.bus_names):
                 self._pending[i] = self.buses[b].targets()
             self._version += 1
 
+    @contextlib.contextmanager
+    def batch(self):
+        """Changes made inside ``with mixer.batch():`` reach the audio side together, at one block
+        boundary (an OSC bundle, a scene): nothing is published until the outermost batch ends."""
+        with self._lock:
+            self._batching += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._batching -= 1
+                publish = self._batching == 0 and self._batch_dirty
+                if publish:
+                    self._batch_dirty = False
+            if publish:
+                self._changed()
+
+    @property
+    def bypass(self) -> bool:
+        """Every bus plays the delayed input itself (what the stems came from), crossfaded over the ramp
+        time; the controls are kept for when bypass ends. Needs the dry signal in ``process``."""
+        return bool(self._bypass_target[0] == 1.0)
+
+    @bypass.setter
+    def bypass(self, value: bool) -> None:
+        self._bypass_target[0] = 1.0 if checked_flag("mixer", "bypass", value) else 0.0
+
     def reset_controls(self) -> None:
         for bus in self.buses.values():
             bus._gain_db = 0.0
+            bus._mute = False
             for c in bus.stems.values():
                 c._gain_db, c._mute, c._solo = 0.0, False, False
         self._changed()
@@ -310,11 +390,13 @@ class StemMixer:
     def is_unity(self, bus: int) -> bool:
         return bool(np.all(self._current[bus] == 1.0) and np.all(self._targets[bus] == 1.0))
 
-    def process(self, stems: np.ndarray, out: np.ndarray, dry: np.ndarray | None = None) -> None:
+    def process(self, stems: np.ndarray, out: np.ndarray, dry: np.ndarray | None = None,
+                dry_is_sum: bool = True) -> None:
         """Mix ``stems`` (stems, channels, n) into ``out`` (buses, channels, n).
 
         ``dry`` is the delayed input those stems were separated from: a bus at unity with nothing
-        muted or soloed outputs it bit for bit.
+        muted or soloed outputs it bit for bit (unless ``dry_is_sum`` is False: the stems were
+        processed, by effects, and no longer add up to it), and bypass plays it.
         """
         if self._version != self._applied:  # pick up control changes at the block boundary
             version = self._version
@@ -322,9 +404,17 @@ class StemMixer:
             self._applied = version
         for s in range(stems.shape[0]):
             meter_block(stems[s], self.meters, s)
+        bypassing = dry is not None and (self._bypass_state[0] != 0.0 or self._bypass_target[0] != 0.0)
         for b in range(len(self.bus_names)):
-            if dry is not None and self.is_unity(b):
+            if dry is not None and dry_is_sum and self.is_unity(b):
                 out[b] = dry
             else:
                 mix_bus(stems, self._current[b], self._targets[b], self.step, out[b])
+        if bypassing:  # every bus makes the same move towards the dry signal
+            g0, target = self._bypass_state[0], self._bypass_target[0]
+            g = g0
+            for b in range(len(self.bus_names)):
+                g = blend_dry(out[b], dry, g0, target, self.step)
+            self._bypass_state[0] = g
+        for b in range(len(self.bus_names)):
             meter_block(out[b], self.meters, len(self.stem_names) + b)

@@ -24,6 +24,9 @@ buses:                     # named outputs with their own per-stem controls
   main: {vocals: {mute: true}}
   monitor: {vocals: {gain_db: -10}}
 output: main               # what process() returns: a bus or "stems"
+scenes:                    # named complete states, recalled over OSC (/scene/<name> [fade s]); see bridge.mix.scenes
+  karaoke: {vocals: {mute: true}}
+  full: {}
 ```
 
 :func:`load_rig` reads and validates the whole file into a :class:`RigSpec` (loading the model's
@@ -49,15 +52,17 @@ from streamer.errors import StemstreamError
 from streamer.msst.config import Config, load_config
 from streamer.stream.settings import DEFAULT_PRESET
 
+from ..mix.scenes import Scene
 from .stems import DEFAULT_RESIDUAL, separator_stems
 
-TOP_KEYS = {"model", "engine", "stems", "buses", "output"}
+TOP_KEYS = {"model", "engine", "stems", "buses", "output", "scenes"}
 MODEL_KEYS = {"config", "checkpoint"}
 GAIN_RANGE = (-120, 24)  # dB; -inf (silence) is accepted too
 ENGINE_KEYS = {"preset", "window", "hop", "lookahead", "crossfade_ms", "residual", "device", "precision",
                "compute_allowance"}
 CONTROL_KEYS = {"gain_db", "fader", "mute", "solo"}
 STEM_KEYS = CONTROL_KEYS | {"effects"}
+BUS_KEYS = {"gain_db", "fader", "mute"}   # a bus master's controls
 
 
 class RigError(StemstreamError, ValueError):
@@ -78,7 +83,8 @@ class RigSpec:
     output: str | None
     stem_controls: dict[str, dict[str, Any]] = field(default_factory=dict)   # first bus: stem -> controls
     stem_effects: dict[str, Any] = field(default_factory=dict)               # stem -> pedalboard.Pedalboard
-    bus_controls: dict[str, dict[str, Any]] = field(default_factory=dict)    # bus -> {stem: controls, gain_db}
+    bus_controls: dict[str, dict[str, Any]] = field(default_factory=dict)    # bus -> {stem: controls, gain_db, mute}
+    scenes: dict[str, Scene] = field(default_factory=dict)                   # name -> Scene (see bridge.mix.scenes)
 
 
 def _check_keys(where: str, data: Any, allowed: set[str]) -> dict:
@@ -241,13 +247,37 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
             spec.stem_effects[stem] = pedalboard.Pedalboard(
                 [build_plugin(f"{where}.effects[{i}]", e) for i, e in enumerate(effects)])
     for bus, controls in buses_cfg.items():
-        controls = _check_keys(f"{path}: buses.{bus}", controls, set(stems) | {"gain_db"})
-        bus_spec: dict[str, Any] = {}
-        for stem, values in controls.items():
-            if stem == "gain_db":
-                bus_spec["gain_db"] = _number(f"{path}: buses.{bus}.gain_db", values, *GAIN_RANGE, minus_inf=True)
-                continue
-            values = _check_keys(f"{path}: buses.{bus}.{stem}", values, CONTROL_KEYS)
-            bus_spec[stem] = _controls(f"{path}: buses.{bus}.{stem}", values)
-        spec.bus_controls[str(bus)] = bus_spec
+        spec.bus_controls[str(bus)] = _bus_controls(f"{path}: buses.{bus}", controls, stems)
+    scenes = data.get("scenes") or {}
+    if not isinstance(scenes, dict):
+        raise RigError(f"{path}: scenes: expected a mapping of scene name to controls, e.g. karaoke: {{vocals: "
+                       "{mute: true}}")
+    for name, scene in scenes.items():
+        where = f"{path}: scenes.{name}"
+        scene = _check_keys(where, scene, set(stems) | {"buses"})
+        result = Scene(str(name))
+        first = {stem: _controls(f"{where}.{stem}", _check_keys(f"{where}.{stem}", values, CONTROL_KEYS))
+                 for stem, values in scene.items() if stem != "buses"}
+        if first:
+            result.buses[spec.buses[0]] = {"stems": first}
+        others = _check_keys(f"{where}.buses", scene.get("buses"), set(spec.buses))
+        for bus, controls in others.items():
+            parsed = _bus_controls(f"{where}.buses.{bus}", controls, stems)
+            entry = result.buses.setdefault(str(bus), {})
+            entry.setdefault("stems", {}).update({k: v for k, v in parsed.items() if k in stems})
+            entry.update({k: v for k, v in parsed.items() if k not in stems})
+        spec.scenes[str(name)] = result
     return spec
+
+
+def _bus_controls(where: str, controls: Any, stems: list[str]) -> dict[str, Any]:
+    """A bus's controls: per stem, plus the master's gain_db, fader and mute."""
+    controls = _check_keys(where, controls, set(stems) | BUS_KEYS)
+    out: dict[str, Any] = {}
+    for key, values in controls.items():
+        if key in BUS_KEYS:
+            out.update(_controls(where, {key: values}))
+            continue
+        values = _check_keys(f"{where}.{key}", values, CONTROL_KEYS)
+        out[key] = _controls(f"{where}.{key}", values)
+    return out

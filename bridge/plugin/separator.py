@@ -105,6 +105,8 @@ class StemSeparator:
         self._fx = EffectStage(self.stem_names, self.sample_rate, self.channels, self.effects_block,
                                latency_budget=effects_latency)
         self._layout = ChannelLayout()
+        self._reset_requested = False
+        self.scenes: dict = {}   # name -> bridge.mix.scenes.Scene (a rig's scenes:), recalled over OSC
         self._clear_stream()
 
     # ------------------------------------------------------------------ construction
@@ -151,11 +153,12 @@ class StemSeparator:
                 sep.stems[stem].effects = spec.stem_effects[stem]
         for bus, controls in spec.bus_controls.items():
             for stem, values in controls.items():
-                if stem == "gain_db":
-                    sep.mixer[bus].gain_db = values
+                if stem in ("gain_db", "fader", "mute"):
+                    setattr(sep.mixer[bus], stem, values)
                     continue
                 for key, value in values.items():
                     setattr(sep.mixer[bus][stem], key, value)
+        sep.scenes = dict(spec.scenes)
         return sep
 
     # ------------------------------------------------------------------ effects
@@ -276,15 +279,22 @@ class StemSeparator:
         into ``stems`` (stems, channels, n), the input they came from into ``dry`` (channels, n) and every
         bus into ``buses`` (buses, channels, n). All four are the caller's preallocated buffers (views
         are fine); nothing else is allocated except by the pedalboard effect chains, when there are any."""
+        if self._reset_requested:
+            self._reset_requested = False
+            self.engine.reset()
+            self._clear_stream()
         self.engine.process_into(block, stems, dry)
         if self._fx.active:
             fx_stems, fx_dry = self._fx.process(stems, dry)
             stems[...] = fx_stems
             dry[...] = fx_dry
-            self.mixer.process(stems, buses, None)
-        else:
-            self.mixer.process(stems, buses, dry)
+        self.mixer.process(stems, buses, dry, dry_is_sum=not self._fx.active)
         self._emitted += block.shape[1]
+
+    def request_reset(self) -> None:
+        """Ask for a fresh stream at the next block of a live host (``stream_into``), from any thread:
+        the rings and the overlap-add state are cleared there, on the audio side, where it is safe."""
+        self._reset_requested = True
 
     # ------------------------------------------------------------------ internals
     def _run(self, x: np.ndarray, buffer_size: int) -> np.ndarray:
@@ -305,7 +315,7 @@ class StemSeparator:
 
     def _mix(self, stems: np.ndarray, dry: np.ndarray) -> np.ndarray:
         buses = np.zeros((len(self.mixer.bus_names), self.channels, stems.shape[-1]), np.float32)
-        self.mixer.process(stems, buses, None if self._fx.active else dry)
+        self.mixer.process(stems, buses, dry, dry_is_sum=not self._fx.active)
         if self.output == "stems":
             return stems.reshape(-1, stems.shape[-1])
         if self.output == "buses":

@@ -99,6 +99,7 @@ VALID = {  # (command or None for any, dest) -> valid values
     ("bench-mixer", "blocks"): ["10", "100"], ("bench-mixer", "stems"): ["1", "4"],
     ("bench-mixer", "buses"): ["1", "2"],
     ("bench-gpu", "budget"): ["5"], ("live", "seconds"): ["0.3"], ("live", "blocksize"): ["256", "512"],
+    ("live", "osc"): ["0"],
     ("separate", "chunk_size"): ["22050", "4096"], ("separate", "num_overlap"): ["1", "2", "4"],
     ("synth", "count"): ["1"], ("synth", "seconds"): ["0.5"],
     ("train", "steps"): ["1", "2"], ("train", "val_every"): ["1"], ("train", "segment"): ["0.1", "0.5"],

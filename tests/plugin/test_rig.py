@@ -73,3 +73,22 @@ def test_shipped_rigs_are_valid():
     for path in sorted((REPO / "configs" / "rigs").glob("*.yaml")):
         sep = StemSeparator.from_rig(path)
         assert sep.reported_latency_samples > 0
+
+
+def test_scenes_are_parsed_and_checked(tmp_path, model_config):
+    from bridge.plugin.rig import load_rig
+
+    base = {"model": {"config": str(model_config)}, "buses": {"main": {}, "monitor": {}}}
+    spec = load_rig(rig(tmp_path, dict(base, scenes={
+        "karaoke": {"vocals": {"mute": True}, "buses": {"monitor": {"vocals": {"gain_db": -10}, "mute": False}}},
+        "full": {}})))
+    assert spec.scenes["karaoke"].buses == {"main": {"stems": {"vocals": {"mute": True}}},
+                                            "monitor": {"stems": {"vocals": {"gain_db": -10.0}}, "mute": False}}
+    assert spec.scenes["full"].buses == {}
+    for scenes, words in [({"k": {"piano": {"mute": True}}}, "scenes.k: unknown key piano"),
+                          ({"k": {"vocals": {"gain_db": float("nan")}}}, "scenes.k.vocals.gain_db"),
+                          ({"k": {"buses": {"stage": {}}}}, "scenes.k.buses: unknown key stage"),
+                          ({"k": {"vocals": {"volume": 1}}}, "unknown key volume"),
+                          (["karaoke"], "scenes: expected a mapping")]:
+        with pytest.raises(RigError, match=words):
+            load_rig(rig(tmp_path, dict(base, scenes=scenes)))

@@ -4,7 +4,8 @@
 * inside ``streamer`` each package imports only the layers below it (models < msst < inference <
   stream < lab; ``audio``, ``outputs``, ``errors`` and ``assets`` are the ground), so runtime code never imports
   the lab tooling and ``stream`` never imports offline ``demix``;
-* in ``bridge`` the audio path (``plugin``, ``mix``, ``live``) never imports the lab tooling; the CLI may;
+* in ``bridge`` the audio path (``plugin``, ``mix``, ``live``, ``control``) never imports the lab tooling; the
+  CLI may;
 * no module imports its own package's ``__init__`` face;
 * no circles.
 """
@@ -36,7 +37,9 @@ ALLOWED = {
     "bridge.mix": ("bridge.mix", "streamer.errors", "streamer.audio"),
     "bridge.plugin": ("bridge.plugin", "bridge.mix", "streamer.stream", "streamer.inference", "streamer.msst",
                       "streamer.audio", "streamer.errors"),
-    "bridge.live": ("bridge.live", "bridge.plugin", "bridge.mix", "streamer.audio", "streamer.errors"),
+    "bridge.control": ("bridge.control", "bridge.mix", "streamer.errors"),
+    "bridge.live": ("bridge.live", "bridge.control", "bridge.plugin", "bridge.mix", "streamer.audio",
+                    "streamer.outputs", "streamer.errors"),
     "bridge.cli": ("bridge", "streamer"),
 }
 FACES = {"streamer": "streamer/__init__.py", "bridge": "bridge/__init__.py"}

@@ -84,8 +84,8 @@ CLI_FLAGS = {'separate': ['--batch-size',
  'devices': ['--help', '--json', '-h'],
  'live': ['--blocksize', '--buses', '--checkpoint', '--config', '--device', '--gain', '--help', '--hop',
           '--in-channels', '--input', '--input-file', '--latency', '--lookahead', '--loop', '--model-type', '--mute',
-          '--no-ui', '--output', '--precision', '--record', '--residual', '--rig', '--route', '--seconds', '--solo',
-          '--trust-checkpoint', '--window', '-h']}
+          '--no-ui', '--osc', '--osc-allow', '--osc-host', '--osc-tcp', '--output', '--precision', '--record',
+          '--residual', '--rig', '--route', '--seconds', '--solo', '--trust-checkpoint', '--window', '-h']}
 
 
 def test_streamer_api():
@@ -97,7 +97,7 @@ def test_streamer_api():
 
 
 def test_bridge_api():
-    for name in ("StemSeparator", "Chain", "StemMixer"):
+    for name in ("StemSeparator", "Chain", "StemMixer", "OSCControl"):
         assert name in bridge.__all__
     assert callable(bridge.StemSeparator.from_config) and callable(bridge.StemSeparator.from_rig)
 

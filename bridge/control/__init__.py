@@ -1,0 +1,1 @@
+"""OSC remote control of a separator: transports, the address space, feedback."""

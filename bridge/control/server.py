@@ -1,0 +1,346 @@
+"""``OSCControl``: a separator's mixer, effects, scenes and engine, controlled over OSC, with meters and
+state feedback for subscribers.
+
+``bridge.OSCControl(separator, port=9000)`` (``host=``, ``allow=``, ``tcp=``; a context manager;
+``close()``). The addresses are in :mod:`bridge.control.addresses`; the network side (UDP, TCP with
+SLIP framing, the allow-list, the bounded queue) in :mod:`bridge.control.transport`.
+
+Three threads, none of them on the audio path:
+
+* the transport's receivers put whole packets, in arrival order, into a bounded queue (a flood is
+  dropped there and counted);
+* the *apply* thread takes them one at a time, so one client's messages take effect in the order
+  sent; a bundle's messages are applied inside ``StemMixer.batch()``, so they reach the audio side at
+  one and the same block. Control changes use the same setters as Python code: the audio side picks
+  them up at its next block boundary and ramps;
+* the *feedback* thread sends each subscriber its meters (``/meter/<stem>`` and ``/meter/bus/<bus>``:
+  peak dBFS, RMS dBFS) at the rate it asked for, and echoes every state change, whoever made it
+  (OSC, the terminal mixer, Python), by comparing the state every ``ECHO_INTERVAL``.
+
+``/subscribe [port] [rate Hz]`` registers the sender (at its own port, or the one given) for
+``SUBSCRIPTION_SECONDS``: renew it before it expires, as X32 clients renew ``/xremote``;
+``/unsubscribe [port]`` ends it. Bad messages are ignored: a log line (at most one a second, with the
+count of the ones left out) and an ``/error`` message (address, reason) to the sender and the
+subscribers.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+
+from bridge.mix.scenes import SceneRecaller
+
+from .addresses import AddressSpace, ControlError
+from .transport import OSCTransport, Packet
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_SECONDS = 10.0
+DEFAULT_METER_HZ = 25.0
+MAX_METER_HZ = 100.0
+MAX_SUBSCRIBERS = 32
+ECHO_INTERVAL = 0.02
+ERROR_LOG_INTERVAL = 1.0
+
+
+def _arg(builder: OscMessageBuilder, value: Any) -> None:
+    if isinstance(value, bool):
+        builder.add_arg(int(value), OscMessageBuilder.ARG_TYPE_INT)
+    elif isinstance(value, int):
+        builder.add_arg(value, OscMessageBuilder.ARG_TYPE_INT)
+    elif isinstance(value, float):
+        builder.add_arg(value, OscMessageBuilder.ARG_TYPE_FLOAT)
+    elif value is None:
+        builder.add_arg("", OscMessageBuilder.ARG_TYPE_STRING)
+    else:
+        builder.add_arg(str(value), OscMessageBuilder.ARG_TYPE_STRING)
+
+
+def message(address: str, *values: Any) -> OscMessageBuilder:
+    b = OscMessageBuilder(address=address)
+    for v in values:
+        _arg(b, float(v) if hasattr(v, "dtype") else v)  # numpy scalars are refused by python-osc
+    return b
+
+
+def packet(messages: list[OscMessageBuilder]) -> bytes:
+    """One message as itself, several as one bundle (one datagram)."""
+    if len(messages) == 1:
+        return messages[0].build().dgram
+    bundle = OscBundleBuilder(IMMEDIATELY)
+    for m in messages:
+        bundle.add_content(m.build())
+    return bundle.build().dgram
+
+
+@dataclass
+class Subscriber:
+    key: tuple
+    send: Callable[[bytes], None]
+    rate: float
+    expires: float
+    next_meter: float = 0.0
+
+
+class OSCControl:
+    """OSC control of ``separator`` (a ``StemSeparator``). ``status``: a callable returning extra status
+    values (the live session passes its own: xruns, callback times); ``scenes``: name -> Scene
+    (default: the separator's, from its rig)."""
+
+    def __init__(self, separator, port: int = 9000, host: str = "127.0.0.1", allow: Sequence[str] = (),
+                 tcp: bool = False, status: Callable[[], dict] | None = None, scenes: dict | None = None,
+                 queue_size: int = 4096, subscription_seconds: float = SUBSCRIPTION_SECONDS):
+        self.sep = separator
+        self.mixer = separator.mixer
+        self.recaller = SceneRecaller(self.mixer, scenes if scenes is not None else getattr(separator, "scenes", {}))
+        self._status = status
+        self.subscription_seconds = float(subscription_seconds)
+        self.space = AddressSpace(separator, {
+            "get_bypass": lambda: self.mixer.bypass, "set_bypass": self._set_bypass,
+            "reset": separator.request_reset, "recall": self.recaller.recall,
+            "scenes": lambda: list(self.recaller.scenes),
+        })
+        self.counters = {"messages": 0, "applied": 0, "queries": 0, "errors": 0, "malformed": 0,
+                         "meter_packets": 0, "echo_packets": 0}
+        self.subscribers: dict[tuple, Subscriber] = {}
+        self._subs_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_error_log = 0.0
+        self._errors_unlogged = 0
+        self._threads: list[threading.Thread] = []
+        self.transport = OSCTransport(port, host=host, allow=allow, tcp=tcp, queue_size=queue_size)
+        self._start()
+
+    # ------------------------------------------------------------------ lifetime
+    def _start(self) -> None:
+        self.transport.start()
+        self._state = self.space.state()
+        for target, name in ((self._apply_loop, "stemstream-osc-apply"), (self._feedback_loop, "stemstream-osc-feedback")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Where it listens, e.g. ``["udp://127.0.0.1:9000"]``."""
+        return list(self.transport.endpoints)
+
+    @property
+    def port(self) -> int:
+        return self.transport.port
+
+    def close(self) -> None:
+        """Stop the threads and close the sockets (idempotent)."""
+        self._stop.set()
+        self.recaller.cancel()
+        self.transport.close()
+        for t in self._threads:
+            t.join(2.0)
+        self._threads = []
+
+    def __enter__(self) -> "OSCControl":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def refresh(self) -> None:
+        """Rebuild the address space (after effect chains or scenes changed)."""
+        self.space.refresh()
+
+    # ------------------------------------------------------------------ applying messages
+    def _apply_loop(self) -> None:
+        while not self._stop.is_set():
+            pkt = self.transport.get(0.05)
+            if pkt is not None:
+                try:
+                    self.handle(pkt)
+                except Exception as exc:  # noqa: BLE001 - the server must survive anything a packet causes
+                    self._error(pkt, "", f"internal error: {type(exc).__name__}: {exc}")
+
+    def handle(self, pkt: Packet) -> None:
+        """Apply one packet (a message, or a bundle as one change)."""
+        try:
+            parsed = OscPacket(pkt.data)
+        except Exception as exc:  # noqa: BLE001 - python-osc raises several kinds on malformed data
+            self.counters["malformed"] += 1
+            self._error(pkt, "", f"malformed OSC packet ({len(pkt.data)} bytes): {exc}")
+            return
+        msgs = [tm.message for tm in parsed.messages]
+        if len(msgs) > 1:
+            with self.mixer.batch():
+                for m in msgs:
+                    self._message(m.address, tuple(m.params), pkt)
+        elif msgs:
+            self._message(msgs[0].address, tuple(msgs[0].params), pkt)
+
+    def _message(self, address: str, args: tuple, pkt: Packet) -> None:
+        self.counters["messages"] += 1
+        try:
+            if address == "/subscribe":
+                self._subscribe(pkt, args)
+            elif address == "/unsubscribe":
+                self._unsubscribe(pkt, args)
+            elif address == "/engine/status":
+                pkt.reply(packet([message(f"/engine/status/{k}", v) for k, v in self.status().items()]))
+                self.counters["queries"] += 1
+            elif address == "/scene" and not args:
+                pkt.reply(packet([message("/scene", *self.recaller.scenes)]))
+                self.counters["queries"] += 1
+            else:
+                self._endpoints(address, args, pkt)
+        except ControlError as exc:
+            self._error(pkt, address, str(exc))
+
+    def _endpoints(self, address: str, args: tuple, pkt: Packet) -> None:
+        eps = self.space.match(address)
+        if not eps:
+            raise ControlError(f"{address}: no such address (see /scene, /engine/status; stems: "
+                               f"{', '.join(self.mixer.stem_names)}; buses: {', '.join(self.mixer.bus_names)})")
+        if not args and all(ep.get is not None for ep in eps):
+            pkt.reply(packet([message(ep.address, ep.get()) for ep in eps]))
+            self.counters["queries"] += 1
+            return
+        settable = [ep for ep in eps if ep.set is not None]
+        if not settable:
+            raise ControlError(f"{address}: answers queries only (send it without arguments)")
+        with self.mixer.batch():
+            for ep in settable:
+                ep.set(args)
+        self.counters["applied"] += 1
+
+    def _set_bypass(self, on: bool) -> None:
+        self.mixer.bypass = on
+
+    # ------------------------------------------------------------------ errors
+    def _error(self, pkt: Packet | None, address: str, reason: str) -> None:
+        self.counters["errors"] += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= ERROR_LOG_INTERVAL:
+            more = f" ({self._errors_unlogged} more since the last line)" if self._errors_unlogged else ""
+            source = f" from {pkt.source[0]}:{pkt.source[1]}" if pkt is not None else ""
+            log.warning("OSC message ignored%s: %s%s", source, reason, more)
+            self._last_error_log = now
+            self._errors_unlogged = 0
+        else:
+            self._errors_unlogged += 1
+        data = packet([message("/error", address, reason)])
+        if pkt is not None:
+            pkt.reply(data)
+        for sub in self._live_subscribers():
+            if pkt is None or sub.key != ("udp",) + tuple(pkt.source):
+                sub.send(data)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        """What ``/engine/status`` answers: latency, real-time factor, misses, xruns (live), the model,
+        and the control server's own counters (drops included)."""
+        st = self.sep.engine.stats
+        extra = self._status() if self._status is not None else {}
+        out: dict[str, Any] = {
+            "latency_ms": float(extra.get("latency_ms", st["latency_ms"])),
+            "realtime_factor": float(st["realtime_factor"]) if math.isfinite(st["realtime_factor"]) else -1.0,
+            "deadline_misses": int(st["deadline_misses"]),
+        }
+        if "input_overflows" in extra:
+            out["xruns"] = int(extra["input_overflows"]) + int(extra["output_underflows"])
+        if "seconds" in extra:
+            out["seconds"] = float(extra["seconds"])     # live: audio played so far (the recording's position)
+        config = getattr(self.sep, "config", None)
+        path = getattr(config, "path", None)
+        out["model"] = os.path.basename(path) if path else type(self.sep.engine.model).__name__
+        out["bypass"] = int(self.mixer.bypass)
+        t = self.transport.counters
+        out["osc_messages"] = self.counters["messages"]
+        out["osc_errors"] = self.counters["errors"]
+        out["osc_dropped"] = int(t.get("dropped_full", 0))
+        out["osc_refused"] = int(t.get("refused", 0))
+        out["subscribers"] = len(self.subscribers)
+        return out
+
+    # ------------------------------------------------------------------ subscriptions
+    def _subscribe(self, pkt: Packet, args: tuple) -> None:
+        port, rate = None, DEFAULT_METER_HZ
+        if len(args) > 2:
+            raise ControlError("/subscribe: expected [port] [rate Hz]")
+        if args:
+            if isinstance(args[0], bool) or not isinstance(args[0], (int, float)) or not math.isfinite(args[0]) \
+                    or not 0 <= int(args[0]) <= 65535:
+                raise ControlError(f"/subscribe: the port must be 0 to 65535 (0: the sender's), got {args[0]!r}")
+            port = int(args[0]) or None
+        if len(args) > 1:
+            if isinstance(args[1], bool) or not isinstance(args[1], (int, float)) or not math.isfinite(args[1]) \
+                    or args[1] <= 0:
+                raise ControlError(f"/subscribe: the rate must be a number of Hz above 0, got {args[1]!r}")
+            rate = min(MAX_METER_HZ, float(args[1]))
+        if pkt.transport == "tcp":
+            key, send = ("tcp",) + tuple(pkt.source), pkt.reply
+        else:
+            target = (pkt.source[0], port or pkt.source[1])
+            key = ("udp",) + target
+            send = (lambda data, t=target: self.transport.send_to(t, data))
+        now = time.monotonic()
+        with self._subs_lock:
+            if key not in self.subscribers and len(self.subscribers) >= MAX_SUBSCRIBERS:
+                raise ControlError(f"/subscribe: {MAX_SUBSCRIBERS} subscribers already; unsubscribe one first")
+            old = self.subscribers.get(key)
+            self.subscribers[key] = Subscriber(key, send, rate, now + self.subscription_seconds,
+                                               old.next_meter if old else now)
+
+    def _unsubscribe(self, pkt: Packet, args: tuple) -> None:
+        port = int(args[0]) if args and isinstance(args[0], (int, float)) and not isinstance(args[0], bool) \
+            and math.isfinite(args[0]) else 0
+        key = ("tcp",) + tuple(pkt.source) if pkt.transport == "tcp" else \
+            ("udp", pkt.source[0], port or pkt.source[1])
+        with self._subs_lock:
+            self.subscribers.pop(key, None)
+
+    def _live_subscribers(self) -> list[Subscriber]:
+        now = time.monotonic()
+        with self._subs_lock:
+            for key in [k for k, s in self.subscribers.items() if s.expires <= now]:
+                del self.subscribers[key]
+            return list(self.subscribers.values())
+
+    # ------------------------------------------------------------------ feedback
+    def meter_messages(self) -> list[OscMessageBuilder]:
+        m = self.mixer
+        meters = m.meters.tolist()
+        out = [message(f"/meter/{stem}", meters[2 * i], meters[2 * i + 1]) for i, stem in enumerate(m.stem_names)]
+        base = len(m.stem_names)
+        out += [message(f"/meter/bus/{bus}", meters[2 * (base + j)], meters[2 * (base + j) + 1])
+                for j, bus in enumerate(m.bus_names)]
+        return out
+
+    def _feedback_loop(self) -> None:
+        next_echo = time.monotonic()
+        while not self._stop.wait(0.005):
+            subs = self._live_subscribers()
+            now = time.monotonic()
+            if now >= next_echo:
+                next_echo = now + ECHO_INTERVAL
+                state = self.space.state()
+                changed = [message(a, v) for a, v in state.items() if self._state.get(a) != v]
+                self._state = state
+                if changed and subs:
+                    data = packet(changed)
+                    for sub in subs:
+                        sub.send(data)
+                        self.counters["echo_packets"] += 1
+            due = [s for s in subs if s.next_meter <= now]
+            if due:
+                data = packet(self.meter_messages())
+                for sub in due:
+                    sub.send(data)
+                    self.counters["meter_packets"] += 1
+                    # keep the rate exact on average; after a stall, start again from now
+                    sub.next_meter = max(sub.next_meter + 1.0 / sub.rate, now - 1.0 / sub.rate)

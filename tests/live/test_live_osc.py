@@ -1,0 +1,78 @@
+"""OSC control of `stemstream live` on a real JACK server: a mute sent over the network changes the
+recorded first bus within one block plus the mixer's ramp."""
+import socket
+import time
+
+import numpy as np
+import soundfile as sf
+from jack_helpers import JackServer, needs_jackd
+from live_helpers import delayed, read_take, start_live, wait_for_ports
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+
+from conftest import write_yaml
+
+RATE = 44100
+STEMS = ("vocals", "drums", "bass", "other")
+pytestmark = needs_jackd
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ask(sock, port, address, *args, timeout=5.0):
+    b = OscMessageBuilder(address=address)
+    for a in args:
+        b.add_arg(a)
+    sock.sendto(b.build().dgram, ("127.0.0.1", port))
+    if address != "/engine/status":
+        return None
+    got, deadline = {}, time.monotonic() + timeout
+    while "/engine/status/seconds" not in got and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        got.update({m.message.address: m.message.params[0] for m in OscPacket(data).messages})
+    return got
+
+
+def test_a_mute_over_osc_reaches_the_recording_within_a_block_and_the_ramp(tmp_path):
+    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
+    song = (0.2 * np.random.default_rng(0).standard_normal((5 * RATE, 2))).astype(np.float32)
+    sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
+    port = free_port()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    with JackServer(log_dir=str(tmp_path)) as server:
+        proc = start_live(server, ["--config", str(cfg), "--window", "0.5", "--hop", "0.1", "--lookahead", "0.1",
+                                   "--input-file", str(tmp_path / "song.wav"), "--output", "system", "--no-ui",
+                                   "--seconds", "3", "--record", str(tmp_path / "take"), "--osc", str(port)])
+        try:
+            wait_for_ports(server, "PortAudio:out", proc=proc)
+            time.sleep(1.0)
+            before = ask(sock, port, "/engine/status")["/engine/status/seconds"]
+            ask(sock, port, "/stem/vocals/mute", 1)
+            after = ask(sock, port, "/engine/status")["/engine/status/seconds"]
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            sock.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert f"OSC on udp://127.0.0.1:{port}" in out
+    take = read_take(tmp_path / "take")
+    x, L = take["input"], take["session"]["latency_samples"]
+    main, vocals = take["buses"]["main"], take["stems"]["vocals"]
+    changed = np.flatnonzero(np.abs(main - delayed(x, L)).max(axis=1) > 1e-6)
+    onset = int(changed[0])
+    block, ramp = 256, int(0.010 * RATE)
+    # the change starts at the block after the message arrived: between the two status answers
+    assert before * RATE - block <= onset <= after * RATE + block, (before * RATE, onset, after * RATE)
+    done = onset + ramp + 1
+    np.testing.assert_allclose(main[done:], (delayed(x, L) - vocals)[done:], atol=2e-6)
+    np.testing.assert_array_equal(main[:onset], delayed(x, L)[:onset])
