@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -89,37 +88,123 @@ def as_number(address: str, args: tuple) -> float:
 
 
 # ---------------------------------------------------------------------------------- patterns
-@functools.lru_cache(maxsize=1024)
-def pattern_regex(pattern: str) -> re.Pattern:
-    """An OSC 1.0 address pattern as a regular expression (no part matches across ``/``)."""
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = pattern.find("]", i + 1)
+MAX_PATTERN = 256          # characters in an address pattern
+MAX_ALTERNATIVES = 64      # strings one segment's {a,b} lists may expand to
+
+
+def _expand_braces(segment: str, where: str) -> list[str]:
+    """``a{b,c}d`` -> [abd, acd] (OSC 1.0 lists; no nesting), at most MAX_ALTERNATIVES."""
+    out = [""]
+    i = 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "{":
+            end = segment.find("}", i + 1)
             if end < 0:
-                raise ControlError(f"{pattern}: unclosed '['")
-            body = pattern[i + 1:end]
+                raise ControlError(f"{where}: unclosed '{{'")
+            options = segment[i + 1:end].split(",")
+            if len(out) * len(options) > MAX_ALTERNATIVES:
+                raise ControlError(f"{where}: more than {MAX_ALTERNATIVES} alternatives in one part")
+            out = [o + opt for o in out for opt in options]
+            i = end + 1
+        else:
+            out = [o + ch for o in out]
+            i += 1
+    return out
+
+
+def _tokens(segment: str, where: str) -> list:
+    """A segment without braces as tokens: "*", "?", ("set", chars, negate) or a literal character."""
+    tokens: list = []
+    i = 0
+    while i < len(segment):
+        ch = segment[i]
+        if ch == "*":
+            if not tokens or tokens[-1] != "*":   # runs of '*' are one '*'
+                tokens.append("*")
+        elif ch == "?":
+            tokens.append("?")
+        elif ch == "[":
+            end = segment.find("]", i + 1)
+            if end < 0:
+                raise ControlError(f"{where}: unclosed '['")
+            body = segment[i + 1:end]
             negate = body.startswith("!")
             if negate:
                 body = body[1:]
-            body = "".join("\\" + c if c in "\\^]" else c for c in body)
-            out.append(f"[{'^' if negate else ''}{body}]" if body else ("[^/]" if negate else "(?!)"))
+            chars: set[str] = set()
+            j = 0
+            while j < len(body):
+                if j + 2 < len(body) and body[j + 1] == "-":
+                    lo, hi = body[j], body[j + 2]
+                    if lo > hi:
+                        raise ControlError(f"{where}: bad range [{lo}-{hi}]")
+                    chars.update(chr(c) for c in range(ord(lo), ord(hi) + 1))
+                    j += 3
+                else:
+                    chars.add(body[j])
+                    j += 1
+            tokens.append(("set", frozenset(chars), negate))
             i = end
-        elif ch == "{":
-            end = pattern.find("}", i + 1)
-            if end < 0:
-                raise ControlError(f"{pattern}: unclosed '{{'")
-            out.append("(?:" + "|".join(re.escape(p) for p in pattern[i + 1:end].split(",")) + ")")
-            i = end
+        elif ch in "]}":
+            raise ControlError(f"{where}: unmatched '{ch}'")
         else:
-            out.append(re.escape(ch))
+            tokens.append(ch)
         i += 1
-    return re.compile("".join(out) + r"\Z")
+    return tokens
+
+
+def _one_char(token, ch: str) -> bool:
+    if token == "?":
+        return True
+    if isinstance(token, tuple):
+        return (ch in token[1]) != token[2]
+    return token == ch
+
+
+def _match_tokens(tokens: list, text: str) -> bool:
+    """Wildcard matching without backtracking blow-up: at most len(tokens) * len(text) steps."""
+    t = s = 0
+    star_t, star_s = -1, 0
+    while s < len(text):
+        if t < len(tokens) and tokens[t] != "*" and _one_char(tokens[t], text[s]):
+            t += 1
+            s += 1
+        elif t < len(tokens) and tokens[t] == "*":
+            star_t, star_s = t, s
+            t += 1
+        elif star_t >= 0:
+            t = star_t + 1
+            star_s += 1
+            s = star_s
+        else:
+            return False
+    while t < len(tokens) and tokens[t] == "*":
+        t += 1
+    return t == len(tokens)
+
+
+class AddressPattern:
+    """An OSC 1.0 address pattern (``*``, ``?``, ``[a-z]``, ``[!a-z]``, ``{a,b}``), matched part by part
+    (no part crosses a ``/``), in time linear in the pattern and the address: a pattern is data from
+    the network, so it must never be able to stall the server."""
+
+    def __init__(self, pattern: str):
+        if len(pattern) > MAX_PATTERN:
+            raise ControlError(f"address pattern longer than {MAX_PATTERN} characters")
+        self.parts = [[_tokens(alt, pattern) for alt in _expand_braces(seg, pattern)]
+                      for seg in pattern.split("/")]
+
+    def match(self, address: str) -> bool:
+        segs = address.split("/")
+        if len(segs) != len(self.parts):
+            return False
+        return all(any(_match_tokens(alt, seg) for alt in alts) for alts, seg in zip(self.parts, segs))
+
+
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> AddressPattern:
+    return AddressPattern(pattern)
 
 
 # ---------------------------------------------------------------------------------- the space
@@ -245,7 +330,10 @@ class AddressSpace:
             seconds = 0.0 if not args else as_number(address, args)
             if seconds < 0:
                 raise ControlError(f"{address}: the fade must be 0 seconds or more, got {seconds:g}")
-            self.actions["recall"](name, seconds)
+            try:
+                self.actions["recall"](name, seconds)
+            except SettingsError as exc:
+                raise ControlError(f"{address}: {exc}") from None
 
         return set_
 
@@ -257,8 +345,8 @@ class AddressSpace:
         if not (PATTERN_CHARS & set(address)):
             ep = self.endpoints.get(address)
             return [ep] if ep is not None else []
-        rx = pattern_regex(address)
-        return [self.endpoints[a] for a in self.addresses if rx.match(a)]
+        pattern = compile_pattern(address)
+        return [self.endpoints[a] for a in self.addresses if pattern.match(a)]
 
     def state(self) -> dict[str, Any]:
         """The value of every echoed address (for change echoes to subscribers)."""

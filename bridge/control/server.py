@@ -25,6 +25,7 @@ subscribers.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from bridge.mix.scenes import SceneRecaller
+from streamer.errors import SettingsError
 
 from .addresses import AddressSpace, ControlError
 from .transport import OSCTransport, Packet
@@ -50,6 +52,37 @@ MAX_METER_HZ = 100.0
 MAX_SUBSCRIBERS = 32
 ECHO_INTERVAL = 0.02
 ERROR_LOG_INTERVAL = 1.0
+MAX_SEND_FAILURES = 20
+FEEDBACK_PREFIXES = ("/error", "/meter/", "/engine/status/")   # what servers send, never commands
+
+
+class _RateLimitPythonOsc(logging.Filter):
+    """python-osc logs a warning on the root logger for every unknown type tag in a packet (one packet
+    can hold hundreds): those records are let through at most once per ERROR_LOG_INTERVAL."""
+
+    def __init__(self):
+        super().__init__("stemstream-pythonosc")
+        self._last = 0.0
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "pythonosc" not in record.pathname:
+            return True
+        now = time.monotonic()
+        if now - self._last >= ERROR_LOG_INTERVAL:
+            self._last = now
+            return True
+        self.suppressed += 1
+        return False
+
+
+PYTHONOSC_LOG_FILTER = _RateLimitPythonOsc()
+
+
+def _install_log_filter() -> None:
+    root = logging.getLogger()
+    if PYTHONOSC_LOG_FILTER not in root.filters:
+        root.addFilter(PYTHONOSC_LOG_FILTER)
 
 
 def _arg(builder: OscMessageBuilder, value: Any) -> None:
@@ -89,6 +122,7 @@ class Subscriber:
     rate: float
     expires: float
     next_meter: float = 0.0
+    failures: int = 0
 
 
 class OSCControl:
@@ -110,7 +144,7 @@ class OSCControl:
             "scenes": lambda: list(self.recaller.scenes),
         })
         self.counters = {"messages": 0, "applied": 0, "queries": 0, "errors": 0, "malformed": 0,
-                         "meter_packets": 0, "echo_packets": 0}
+                         "feedback_ignored": 0, "meter_packets": 0, "echo_packets": 0}
         self.subscribers: dict[tuple, Subscriber] = {}
         self._subs_lock = threading.Lock()
         self._stop = threading.Event()
@@ -122,6 +156,7 @@ class OSCControl:
 
     # ------------------------------------------------------------------ lifetime
     def _start(self) -> None:
+        _install_log_filter()
         self.transport.start()
         self._state = self.space.state()
         for target, name in ((self._apply_loop, "stemstream-osc-apply"), (self._feedback_loop, "stemstream-osc-feedback")):
@@ -184,7 +219,13 @@ class OSCControl:
             self._message(msgs[0].address, tuple(msgs[0].params), pkt)
 
     def _message(self, address: str, args: tuple, pkt: Packet) -> None:
+        """One message; whatever it does wrong is answered and logged, and the next message goes on."""
         self.counters["messages"] += 1
+        if address.startswith(FEEDBACK_PREFIXES):
+            # what servers send (ours included: a subscription pointed back at a server); answering it
+            # could start an endless exchange of errors, so it is counted and dropped
+            self.counters["feedback_ignored"] += 1
+            return
         try:
             if address == "/subscribe":
                 self._subscribe(pkt, args)
@@ -198,8 +239,10 @@ class OSCControl:
                 self.counters["queries"] += 1
             else:
                 self._endpoints(address, args, pkt)
-        except ControlError as exc:
+        except SettingsError as exc:   # ControlError, or a setter's own refusal
             self._error(pkt, address, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad message never cancels the others
+            self._error(pkt, address, f"internal error: {type(exc).__name__}: {exc}")
 
     def _endpoints(self, address: str, args: tuple, pkt: Packet) -> None:
         eps = self.space.match(address)
@@ -238,7 +281,7 @@ class OSCControl:
             pkt.reply(data)
         for sub in self._live_subscribers():
             if pkt is None or sub.key != ("udp",) + tuple(pkt.source):
-                sub.send(data)
+                self._send(sub, data)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -286,6 +329,9 @@ class OSCControl:
             key, send = ("tcp",) + tuple(pkt.source), pkt.reply
         else:
             target = (pkt.source[0], port or pkt.source[1])
+            if target[1] == self.transport.port and self._is_local(target[0]):
+                raise ControlError("/subscribe: that is this server's own address; give the port your client "
+                                   "listens on")
             key = ("udp",) + target
             send = (lambda data, t=target: self.transport.send_to(t, data))
         now = time.monotonic()
@@ -295,6 +341,13 @@ class OSCControl:
             old = self.subscribers.get(key)
             self.subscribers[key] = Subscriber(key, send, rate, now + self.subscription_seconds,
                                                old.next_meter if old else now)
+
+    def _is_local(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return addr.is_loopback or ip == self.transport.host or self.transport.host in ("0.0.0.0", "::", "")
 
     def _unsubscribe(self, pkt: Packet, args: tuple) -> None:
         port = int(args[0]) if args and isinstance(args[0], (int, float)) and not isinstance(args[0], bool) \
@@ -310,6 +363,18 @@ class OSCControl:
             for key in [k for k, s in self.subscribers.items() if s.expires <= now]:
                 del self.subscribers[key]
             return list(self.subscribers.values())
+
+    def _send(self, sub: Subscriber, data: bytes) -> None:
+        """Send to a subscriber; a TCP subscriber whose connection is gone is dropped at once, a UDP one
+        after MAX_SEND_FAILURES failures in a row (it expires anyway)."""
+        if sub.send(data) is False:
+            sub.failures += 1
+            if sub.key[0] == "tcp" or sub.failures >= MAX_SEND_FAILURES:
+                with self._subs_lock:
+                    if self.subscribers.get(sub.key) is sub:
+                        del self.subscribers[sub.key]
+        else:
+            sub.failures = 0
 
     # ------------------------------------------------------------------ feedback
     def meter_messages(self) -> list[OscMessageBuilder]:
@@ -334,13 +399,13 @@ class OSCControl:
                 if changed and subs:
                     data = packet(changed)
                     for sub in subs:
-                        sub.send(data)
+                        self._send(sub, data)
                         self.counters["echo_packets"] += 1
             due = [s for s in subs if s.next_meter <= now]
             if due:
                 data = packet(self.meter_messages())
                 for sub in due:
-                    sub.send(data)
+                    self._send(sub, data)
                     self.counters["meter_packets"] += 1
                     # keep the rate exact on average; after a stall, start again from now
                     sub.next_meter = max(sub.next_meter + 1.0 / sub.rate, now - 1.0 / sub.rate)

@@ -66,7 +66,7 @@ class Packet:
     data: bytes
     source: tuple[str, int]
     transport: str                                       # "udp" | "tcp"
-    reply: Callable[[bytes], None] = field(repr=False, compare=False)
+    reply: Callable[[bytes], bool] = field(repr=False, compare=False)   # True when sent
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,8 +499,8 @@ class OSCTransport:
                 continue
             self._offer(Packet(data, (src[0], src[1]), "udp", partial(reply_udp, src)))
 
-    def _reply_udp(self, dest, data: bytes) -> None:
-        self.send_to(dest, data)
+    def _reply_udp(self, dest, data: bytes) -> bool:
+        return self.send_to(dest, data)
 
     def _accept_loop(self) -> None:
         lsock = self._tcp
@@ -589,22 +589,24 @@ class OSCTransport:
             log.warning("OSC tcp %s:%d sent %s (dropped); OSC over TCP here is OSC 1.1 SLIP framing, "
                         "not the OSC 1.0 length prefix", conn.source[0], conn.source[1], what)
 
-    def _reply_tcp(self, conn: _Conn, data: bytes) -> None:
+    def _reply_tcp(self, conn: _Conn, data: bytes) -> bool:
         try:
             frame = slip_encode(data)
         except Exception as e:                 # noqa: BLE001
             self._count("send_errors")
             log.debug("OSC tcp reply to %s:%d: bad data: %s", *conn.source, e)
-            return
+            return False
         with conn.send_lock:
             if conn.closed or self._closed:
                 self._count("send_errors")
                 log.debug("OSC tcp reply to %s:%d: connection closed", *conn.source)
-                return
+                return False
             try:
                 conn.sock.sendall(frame)
+                return True
             except Exception as e:             # noqa: BLE001
                 # a partial frame may be on the wire: the stream is out of step, so end it
                 self._count("send_errors")
                 log.debug("OSC tcp reply to %s:%d failed (%s); closing the connection", *conn.source, e)
                 conn.shutdown()
+                return False

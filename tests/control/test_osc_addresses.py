@@ -7,7 +7,7 @@ from standins import IdentityModel
 
 import streamer
 from bridge import StemSeparator
-from bridge.control.addresses import AddressSpace, ControlError, as_flag, as_number, pattern_regex
+from bridge.control.addresses import AddressSpace, ControlError, as_flag, as_number, compile_pattern
 from bridge.mix.scenes import Scene, SceneRecaller
 
 from conftest import write_yaml
@@ -101,9 +101,9 @@ def test_patterns(space, pattern, expected):
 
 def test_pattern_syntax_errors_and_values():
     with pytest.raises(ControlError):
-        pattern_regex("/stem/[abc")
+        compile_pattern("/stem/[abc")
     with pytest.raises(ControlError):
-        pattern_regex("/stem/{a,b")
+        compile_pattern("/stem/{a,b")
     assert as_flag("/x", (True,)) is True and as_flag("/x", (0.5,)) is True
     assert as_number("/x", (3,)) == 3.0
     with pytest.raises(ControlError):
