@@ -10,7 +10,7 @@ look-ahead 0.25 s, 256-frame blocks, buses main and monitor on outputs 1-2 and 3
 `other`) playing the demo song in a loop for `--seconds`, recording, with OSC on a free UDP port.
 Runs come in pairs, interleaved (quiet, flooded, quiet, flooded, ...):
 
-* quiet: no control traffic except what is measured: five mute/unmute events of the vocals 1 s apart
+* quiet: no control traffic except what is measured: five mute/unmute events of the drums 1 s apart
   (control-to-audio latency: the position the audio had reached when the message was sent, from an
   `/engine/status` query just before, to the first changed sample of the recorded first bus) and a
   25 Hz meter subscription for 10 s (delivery rate and interval jitter at the client);
@@ -101,7 +101,7 @@ def quiet_run(jack: Jack, folder: str, mix: str, seconds: float) -> dict:
     events = []
     for k in range(5):                       # mute, unmute, ... the vocals, 1 s apart
         before = c.status()["seconds"]
-        c.send(osc("/stem/vocals/mute", 1 if k % 2 == 0 else 0))
+        c.send(osc("/stem/drums/mute", 1 if k % 2 == 0 else 0))
         events.append((before, k % 2 == 0))
         time.sleep(1.0)
     arrivals = []                             # meters at 25 Hz for 10 s
@@ -129,21 +129,22 @@ def quiet_run(jack: Jack, folder: str, mix: str, seconds: float) -> dict:
 
 
 def control_latencies(take: str, session: dict, events) -> list[float]:
+    """For each mute/unmute of the drums on the first bus: ms from the audio position when the message
+    was sent to the first sample of main.wav that differs from the state before. The rig's first bus
+    is every stem after its effects except the (muted) vocals, so the state before is that sum, less
+    the drums while they are muted."""
     import soundfile as sf
 
-    x = sf.read(os.path.join(take, "input.wav"), dtype="float32")[0]
+    stems = {n: sf.read(os.path.join(take, "stems", f"{n}.wav"), dtype="float32")[0] for n in session["stems"]}
     main = sf.read(os.path.join(take, "main.wav"), dtype="float32")[0]
-    vocals = sf.read(os.path.join(take, "stems", "vocals.wav"), dtype="float32")[0]
-    L = session["latency_samples"]
-    dry = np.zeros_like(x)
-    dry[L:] = x[:len(x) - L]
+    base = sum(v for n, v in stems.items() if n != "vocals")
     out = []
     muted = False
     for before, mute in events:
-        expect = dry - vocals if muted else dry         # the state before this event
+        expect = base - stems["drums"] if muted else base
         start = max(0, int(before * RATE) - 512)
         diff = np.abs(main[start:] - expect[start:]).max(axis=1)
-        changed = np.flatnonzero(diff > 1e-5)
+        changed = np.flatnonzero(diff > 1e-4)
         if changed.size:
             out.append(1000.0 * (start + changed[0] - before * RATE) / RATE)
         muted = mute
