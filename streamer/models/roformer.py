@@ -3,8 +3,10 @@ their checkpoints.
 
 The state_dict keeps the reference layout (one small MLP per band), but the forward pass does not
 loop over bands: bands of equal width are run together as batched matmuls (``torch.baddbmm``) on
-weights packed from the per-band parameters. In eval mode the packed weights are cached and
-re-packed automatically when a parameter changes (load_state_dict, ``.to()``, in-place edits).
+weights stacked by width group. Those stacks are the per-band parameters' own storage (each
+per-band parameter is a view of one row), so they take no extra memory and follow every change to
+the parameters (load_state_dict, optimizer steps, in-place edits) without being checked per call;
+see ``_RoformerBase.packed_weights`` and ``repack``.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
+from torch.utils.dlpack import from_dlpack
 
 from .bands import DEFAULT_FREQS_PER_BANDS, MelBands
 from .layers import RMSNorm, Transformer, mlp
@@ -61,7 +64,7 @@ class _WidthGroups:
         inv = [0] * len(widths)
         for pos, k in enumerate(order):
             inv[k] = pos
-        self.inverse_band_order = torch.tensor(inv, dtype=torch.long)
+        self.inverse_band_order = torch.tensor(inv, dtype=torch.long, device="cpu")
         # input columns of each group, and whether they form one contiguous slice
         self.columns: list[torch.Tensor | slice] = []
         col_order: list[int] = []
@@ -71,14 +74,15 @@ class _WidthGroups:
             if cols == list(range(cols[0], cols[-1] + 1)):
                 self.columns.append(slice(cols[0], cols[-1] + 1))
             else:
-                self.columns.append(torch.tensor(cols, dtype=torch.long))
+                self.columns.append(torch.tensor(cols, dtype=torch.long, device="cpu"))
         inv_cols = [0] * len(col_order)
         for pos, c in enumerate(col_order):
             inv_cols[c] = pos
         self.column_order_is_identity = col_order == list(range(len(col_order)))
-        self.inverse_column_order = torch.tensor(inv_cols, dtype=torch.long)
+        self.inverse_column_order = torch.tensor(inv_cols, dtype=torch.long, device="cpu")
         self.bands: list[torch.Tensor | slice] = [
-            slice(b[0], b[-1] + 1) if b == list(range(b[0], b[-1] + 1)) else torch.tensor(b, dtype=torch.long)
+            slice(b[0], b[-1] + 1) if b == list(range(b[0], b[-1] + 1))
+            else torch.tensor(b, dtype=torch.long, device="cpu")
             for _, b in self.groups
         ]
 
@@ -97,6 +101,27 @@ def _take(t: torch.Tensor, index: torch.Tensor | slice, dim: int) -> torch.Tenso
     if isinstance(index, slice):
         return t.narrow(dim, index.start, index.stop - index.start)
     return t.index_select(dim, index.to(t.device))
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor whose storage is exactly its memory (shared, not copied), where it is a view
+    of a larger storage and its device speaks DLPack; else ``t`` itself."""
+    storage = t.untyped_storage()
+    if (t.device.type == "meta" or not t.is_contiguous()
+            or (t.data_ptr() == storage.data_ptr() and t.numel() * t.element_size() == storage.nbytes())):
+        return t
+    try:
+        return from_dlpack(t.detach())
+    except (RuntimeError, TypeError, BufferError):
+        return t
+
+
+def _repack_after_load(module: "_RoformerBase", incompatible_keys) -> None:
+    """load_state_dict copies into the arena in place; with ``assign=True`` it replaces the
+    parameters, and the arena is rebuilt around them."""
+    params = [[m._parameters[n] for m, n in stack] for stack in module._stack_members()]
+    if not module._holds(params):
+        module._repack()
 
 
 class _RoformerBase(nn.Module):
@@ -157,78 +182,294 @@ class _RoformerBase(nn.Module):
             self.final_norm = RMSNorm(dim)
 
         widths = tuple(2 * self.audio_channels * w for w in band_widths)
-        self.band_split = BandSplit(dim, widths)
-        self.mask_estimators = nn.ModuleList(
-            MaskEstimator(dim, widths, mask_linears, mlp_expansion_factor) for _ in range(num_stems)
-        )
+        with torch.device("meta"):  # no storage yet: the per-band parameters are made in the arena below
+            self.band_split = BandSplit(dim, widths)
+            self.mask_estimators = nn.ModuleList(
+                MaskEstimator(dim, widths, mask_linears, mlp_expansion_factor) for _ in range(num_stems)
+            )
         self._groups = _WidthGroups(widths)
         self.register_buffer("stft_window", torch.hann_window(stft_win_length), persistent=False)
-        self._packed: dict[str, Any] | None = None
-        self._packed_key: tuple | None = None
+        if self.stft_window.device.type != "meta":  # built under a device context (index maps start on the CPU)
+            self._groups.to(self.stft_window.device)
+        self._arena: torch.Tensor | None = None    # every per-band parameter is a view of it
+        self._packed: dict[str, Any] | None = None  # the stacks the batched matmuls take, views of the arena
+        self._loose = False                          # per-band parameters of mixed dtype/device: no arena
+        self._scales: dict[tuple, torch.Tensor] = {}  # sqrt(band width) per gamma entry, per device and dtype
+        self._init_band_parameters()
+        self.register_load_state_dict_post_hook(_repack_after_load)
 
     # ------------------------------------------------------------------ packing
-    def _pack_key(self) -> tuple:
-        # inference tensors (a model built under inference_mode) carry no version counter
-        return tuple((p.data_ptr(), -1 if p.is_inference() else p._version) for p in self._band_parameters())
+    # The per-band parameters live in one flat tensor per model, the arena: each stack the batched
+    # matmuls take (one per width group and layer, see _stack_members) is a slice of it, and each
+    # per-band nn.Parameter is a view of its row of a stack (a leaf all the same: the views are set
+    # with ``param.data = ...``). The packed weights are therefore no second copy and cannot go stale:
+    # in-place edits, optimizer steps and load_state_dict all write into the arena. The Linear
+    # weights keep their (out, in) layout (the state_dict is unchanged) and are transposed at use.
+    #
+    # The arena is rebuilt (once, never per call) after anything that gives the parameters new
+    # storage: ``_apply`` (.to(), .half(), share_memory() ...), load_state_dict(assign=True),
+    # unpickling and deepcopy (the arena is left out of the pickled state). Replacing a per-band
+    # Parameter object by hand (``linear.weight = nn.Parameter(...)``), setting its ``.data``,
+    # converting a band submodule alone (``model.band_split.half()`` rather than ``model.half()``) or
+    # swapping parameters from outside (torch.func.functional_call) is not seen in eval mode: call
+    # :meth:`repack` afterwards (training mode with gradients enabled always reads the parameters).
 
-    def _band_parameters(self):
-        yield from self.band_split.parameters()
-        yield from self.mask_estimators.parameters()
-
-    def packed_weights(self) -> dict[str, Any]:
-        """Per-band weights stacked by width group; cached unless gradients must flow."""
-        if self.training and torch.is_grad_enabled():
-            return self._pack()
-        key = self._pack_key()
-        if self._packed is None or key != self._packed_key:
-            with torch.no_grad():
-                self._packed = self._pack()
-            self._packed_key = key
-        return self._packed
-
-    def _pack(self) -> dict[str, Any]:
+    def _stack_members(self) -> list[list[tuple[nn.Module, str]]]:
+        """The per-band parameters as (module, name), stack by stack in arena order."""
         feats = self.band_split.to_features
-        split = []
-        for w, bands in self._groups.groups:
-            split.append((
-                torch.stack([feats[k][0].gamma for k in bands]).unsqueeze(1) * math.sqrt(w),  # (n,1,w)
-                torch.stack([feats[k][1].weight.t() for k in bands]),                         # (n,w,D)
-                torch.stack([feats[k][1].bias for k in bands]).unsqueeze(1),                  # (n,1,D)
-            ))
-        masks = []
+        groups = [bands for _, bands in self._groups.groups]
+        # the RMSNorm gammas first and side by side: one multiply scales them all (see _band_split)
+        stacks: list[list[tuple[nn.Module, str]]] = [[(feats[k][0], "gamma") for k in bands]  # (n, w)
+                                                     for bands in groups]
+        for bands in groups:
+            stacks.append([(feats[k][1], "weight") for k in bands])                 # (n, D, w)
+            stacks.append([(feats[k][1], "bias") for k in bands])                   # (n, D)
         for est in self.mask_estimators:
             mlps = [seq[0] for seq in est.to_freqs]
-            n_lin = est.num_linears
-            shared = []  # layers whose shapes do not depend on the band width
-            for i in range(n_lin - 1):
-                shared.append((
-                    torch.stack([m[2 * i].weight.t() for m in mlps]),               # (K,in,h)
-                    torch.stack([m[2 * i].bias for m in mlps]).unsqueeze(1),        # (K,1,h)
-                ))
-            last = []
-            for _, bands in self._groups.groups:
-                last.append((
-                    torch.stack([mlps[k][2 * (n_lin - 1)].weight.t() for k in bands]),        # (n,in,2w)
-                    torch.stack([mlps[k][2 * (n_lin - 1)].bias for k in bands]).unsqueeze(1),  # (n,1,2w)
-                ))
+            last = 2 * (est.num_linears - 1)
+            for i in range(0, last, 2):  # layers whose shapes do not depend on the band width
+                stacks.append([(m[i], "weight") for m in mlps])                     # (K, h, in)
+                stacks.append([(m[i], "bias") for m in mlps])                       # (K, h)
+            for bands in groups:
+                stacks.append([(mlps[k][last], "weight") for k in bands])           # (n, 2w, in)
+                stacks.append([(mlps[k][last], "bias") for k in bands])             # (n, 2w)
+        return stacks
+
+    def _init_band_parameters(self) -> None:
+        """Give the per-band parameters (built on the meta device) their storage, one arena on the
+        default device (or the device context's), and initialise them as their modules' constructors
+        do, in the same order: the same random numbers as a model built without the arena, and no
+        second allocation of the per-band weights."""
+        members = self._stack_members()
+        shapes = [m._parameters[n].shape for m, n in (stack[0] for stack in members)]
+        dtype = members[0][0][0]._parameters[members[0][0][1]].dtype
+        arena = torch.empty(sum(len(stack) * shape.numel() for stack, shape in zip(members, shapes)), dtype=dtype)
+        offset = 0
+        for stack, shape in zip(members, shapes):
+            view = arena.narrow(0, offset, len(stack) * shape.numel()).view(len(stack), *shape)
+            for i, (m, n) in enumerate(stack):  # (a meta tensor cannot take other data: new Parameters)
+                m._parameters[n] = nn.Parameter(view[i], requires_grad=m._parameters[n].requires_grad)
+            offset += view.numel()
+        with torch.no_grad():
+            self._place(arena, [[m._parameters[n] for m, n in stack] for stack in members])
+            for module in (*self.band_split.modules(), *self.mask_estimators.modules()):
+                if isinstance(module, RMSNorm):
+                    nn.init.ones_(module.gamma)
+                elif isinstance(module, nn.Linear):
+                    module.reset_parameters()
+
+    def _band_parameters(self):
+        """Every per-band parameter, in arena order (a walk: never called per forward in eval mode)."""
+        for stack in self._stack_members():
+            for module, name in stack:
+                yield module._parameters[name]
+
+    def _packed_from(self, stacks: Sequence[torch.Tensor], gammas: torch.Tensor) -> dict[str, Any]:
+        """The operands of the batched matmuls, as views of the stacks in ``_stack_members`` order;
+        ``gammas``: the band split's RMSNorm gammas, all groups' in one flat tensor."""
+        it = iter(stacks[len(self._groups.groups):])
+        split = [(next(it).transpose(1, 2), next(it).unsqueeze(1)) for _ in self._groups.groups]  # (n,w,D) (n,1,D)
+        masks = []
+        for est in self.mask_estimators:
+            shared = [(next(it).transpose(1, 2), next(it).unsqueeze(1)) for _ in range(est.num_linears - 1)]
+            last = [(next(it).transpose(1, 2), next(it).unsqueeze(1)) for _ in self._groups.groups]
             masks.append((shared, last))
-        return {"split": split, "masks": masks}
+        return {"gammas": gammas, "split": split, "masks": masks}
 
-    def __getstate__(self):
-        # the packed weights are a cache: never copied or pickled (a worker process re-packs them)
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
-        state["_packed"] = None
-        state["_packed_key"] = None
-        return state
+    def _stacked(self) -> dict[str, Any]:
+        """Packed weights stacked from the parameters now (differentiable; a copy, made per call)."""
+        stacks = [torch.stack([m._parameters[n] for m, n in stack]) for stack in self._stack_members()]
+        gammas = torch.cat([g.reshape(-1) for g in stacks[:len(self._groups.groups)]])
+        return self._packed_from(stacks, gammas)
 
-    def _apply(self, fn, *args, **kwargs):
-        self._packed = None
-        self._packed_key = None
-        out = super()._apply(fn, *args, **kwargs)
+    def _gamma_scale(self, gammas: torch.Tensor) -> torch.Tensor:
+        """sqrt(width) for each entry of the flat gammas, in the dtype a Python float would multiply
+        them in (float32 for fp16/bf16: the same rounding as ``gamma * math.sqrt(w)``), on their
+        device. Derived from the band widths alone, so never stale; made once per device and dtype."""
+        dtype = torch.float64 if gammas.dtype == torch.float64 else torch.float32
+        key = (gammas.device, dtype)
+        scale = self._scales.get(key)
+        if scale is None:
+            with torch.inference_mode(False), torch.no_grad():
+                scale = torch.cat([torch.full((len(bands) * w,), math.sqrt(w), dtype=dtype)
+                                   for w, bands in self._groups.groups]).to(gammas.device)
+            self._scales[key] = scale
+        return scale
+
+    def packed_weights(self) -> dict[str, Any]:
+        """The per-band weights stacked by width group, as views of the parameters' own storage.
+
+        In training mode with gradients enabled the stacks are built from the parameters on each call
+        instead (``torch.stack``, so that gradients flow to every per-band parameter)."""
+        if self.training and torch.is_grad_enabled():
+            return self._stacked()
+        packed = self._packed
+        if packed is None:  # after unpickling or deepcopy, or parameters of mixed dtype/device
+            if not self._loose:
+                self._repack()
+            packed = self._packed
+            if packed is None:
+                with torch.no_grad():
+                    return self._stacked()
+        return packed
+
+    def repack(self) -> None:
+        """Move the per-band parameters back into one arena (a copy only where they are not already
+        laid out there). Needed only after a per-band Parameter was replaced or its ``.data`` set by
+        hand; ``.to()``, load_state_dict, pickling and deepcopy take care of it themselves."""
+        self._repack()
+
+    def _repack(self) -> None:
+        params = [[m._parameters[n] for m, n in stack] for stack in self._stack_members()]
+        flat = [p for stack in params for p in stack]
+        ref = flat[0] if flat else None
+        if (ref is None or any(p is None for p in flat)
+                or any(p.dtype != ref.dtype or p.device != ref.device for p in flat)
+                or any(p.shape != stack[0].shape for stack in params for p in stack)):
+            self._arena, self._packed, self._loose = None, None, True  # stacked per call until repacked
+            return
+        # an arena of the parameters' kind: normal tensors even when repacked under inference_mode, and
+        # inference tensors for a model built under inference_mode
+        with torch.inference_mode(ref.is_inference()), torch.no_grad():
+            arena = self._adopt(params)
+            if arena is None:
+                arena = torch.cat([p.data.reshape(-1) for p in flat])
+            self._place(arena, params)
+
+    @staticmethod
+    def _adopt(params: list[list[torch.Tensor]]) -> torch.Tensor | None:
+        """The arena as a view of the storage the parameters already share, when they lie in it in
+        arena order and contiguous (an unpickled model, a second repack); else None."""
+        first = params[0][0]
+        try:
+            storage = first.untyped_storage()._cdata
+            start = offset = first.storage_offset()
+            for stack in params:
+                numel = stack[0].numel()
+                for p in stack:
+                    if (p.untyped_storage()._cdata != storage or p.storage_offset() != offset
+                            or not p.is_contiguous() or p.is_inference() != first.is_inference()):
+                        return None
+                    offset += numel
+            with torch.inference_mode(first.is_inference()):
+                return first.data.as_strided((offset - start,), (1,), start)
+        except (RuntimeError, NotImplementedError):
+            return None
+
+    def _place(self, arena: torch.Tensor, params: list[list[torch.Tensor]]) -> None:
+        """Point every per-band parameter at its row of its stack in ``arena``."""
+        stacks = []
+        offset = 0
+        n_gammas = sum(len(stack) * stack[0].numel() for stack in params[:len(self._groups.groups)])
+        with torch.no_grad():
+            for stack in params:
+                shape, n = stack[0].shape, len(stack)
+                numel = stack[0].numel()
+                view = arena.narrow(0, offset, n * numel).view(n, *shape)
+                for i, p in enumerate(stack):
+                    p.data = view[i]
+                stacks.append(view)
+                offset += n * numel
+        self._arena = arena
+        self._packed = self._packed_from(stacks, arena.narrow(0, 0, n_gammas))
+        self._loose = False
+
+    def _holds(self, params: list[list[torch.Tensor]]) -> bool:
+        """Whether the per-band parameters are (still) the views of the current arena."""
+        arena = self._arena
+        if arena is None or any(p is None for stack in params for p in stack):
+            return False
+        found = self._adopt(params)
+        return (found is not None and found.numel() == arena.numel() and found.dtype == arena.dtype
+                and found.storage_offset() == arena.storage_offset()
+                and found.untyped_storage()._cdata == arena.untyped_storage()._cdata)
+
+    def _apply(self, fn, recurse=True):
+        out = None
+        members = self._stack_members() if recurse else []
+        params = [[m._parameters[n] for m, n in stack] for stack in members]
+        if recurse and not torch.__future__.get_swap_module_params_on_conversion() and self._holds(params):
+            # Convert the arena once and point the parameters at it, instead of converting each
+            # per-band parameter on its own and packing the results again (twice the memory).
+            with torch.no_grad():
+                arena = fn(self._arena)
+            if (type(arena) is torch.Tensor and arena.shape == self._arena.shape and arena.is_contiguous()
+                    and torch._has_compatible_shallow_copy_type(self._arena, arena)):
+                owners = {id(m): m for stack in members for m, _ in stack}.values()
+                saved = [(m, dict(m._parameters)) for m in owners]
+                for m, _ in saved:  # the band modules hold nothing else: hide them from super()._apply
+                    m._parameters.clear()
+                try:
+                    out = super()._apply(fn, recurse)
+                finally:
+                    for m, kept in saved:
+                        m._parameters.update(kept)
+                with torch.inference_mode(arena.is_inference()):
+                    self._place(arena, params)
+                self._apply_to_grads(fn, [p for stack in params for p in stack])
+        if out is None:
+            out = super()._apply(fn, recurse)
+            if recurse:
+                self._arena, self._packed = None, None
+                self._repack()
         if self.stft_window.device.type != "meta":
             self._groups.to(self.stft_window.device)
+        self._scales = {}
         return out
+
+    @staticmethod
+    def _apply_to_grads(fn, params: list[torch.Tensor]) -> None:
+        """What ``nn.Module._apply`` does to the gradients of the parameters it converts."""
+        for p in params:
+            grad = p.grad
+            if grad is None:
+                continue
+            with torch.no_grad():
+                new = fn(grad)
+            if torch._has_compatible_shallow_copy_type(grad, new):
+                grad.data = new
+            else:
+                p.grad = new.requires_grad_(grad.requires_grad)
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """As ``nn.Module.state_dict``; the per-band tensors are returned as tensors of their own
+        (sharing memory with the parameters), as they would be without the arena, so that savers
+        that refuse a view of a larger storage (safetensors' ``save_model``) keep working and
+        ``torch.save`` writes them one by one."""
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if len(args) > 1:  # the deprecated positional form (destination, prefix, keep_vars)
+            prefix = args[1]
+        if len(args) > 2:
+            keep_vars = args[2]
+        if not keep_vars:
+            for key in self._band_keys():
+                t = out.get(prefix + key)
+                if t is not None:
+                    out[prefix + key] = _own_storage(t)
+        return out
+
+    def _band_keys(self) -> list[str]:
+        names = {id(m): path for path, m in self.named_modules()}
+        return [f"{names[id(m)]}.{n}" for stack in self._stack_members() for m, n in stack]
+
+    def __getstate__(self):
+        # the arena and the packed views are rebuilt from the parameters (at the first forward), so a
+        # copy or a skeleton (streamer.stream.share) never carries a second copy of the weights
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state["_arena"] = None
+        state["_packed"] = None
+        state["_loose"] = False
+        state["_scales"] = {}
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.pop("_packed_key", None)  # pickled by an older version
+        self.__dict__.setdefault("_arena", None)
+        self.__dict__.setdefault("_loose", False)
+        self.__dict__.setdefault("_scales", {})
+        self._packed = None
 
     # ------------------------------------------------------------------ pieces
     def _band_split(self, x: torch.Tensor, packed: dict[str, Any]) -> torch.Tensor:
@@ -237,10 +478,17 @@ class _RoformerBase(nn.Module):
         rows = x.shape[0] * x.shape[1]
         flat = x.reshape(rows, x.shape[-1])
         outs = []
-        for (w, bands), cols, (gamma, weight, bias) in zip(g.groups, g.columns, packed["split"]):
+        # RMSNorm: normalize(x) * sqrt(w) * gamma, the factors multiplied first, all groups at once
+        gammas = packed["gammas"]
+        scale = self._gamma_scale(gammas)
+        gammas = gammas * scale if scale.dtype == gammas.dtype else (gammas.to(scale.dtype) * scale).to(gammas.dtype)
+        offset = 0
+        for (w, bands), cols, (weight, bias) in zip(g.groups, g.columns, packed["split"]):
+            n = len(bands)
             xg = _take(flat, cols, dim=1)
-            xg = xg.reshape(rows, len(bands), w).transpose(0, 1)                       # (n, BT, w)
-            xg = F.normalize(xg, dim=-1) * gamma
+            xg = xg.reshape(rows, n, w).transpose(0, 1)                                # (n, BT, w)
+            xg = F.normalize(xg, dim=-1) * gammas.narrow(0, offset, n * w).view(n, 1, w)
+            offset += n * w
             outs.append(torch.baddbmm(bias, xg, weight))
         out = torch.cat(outs, dim=0)
         if not g.band_order_is_identity:
