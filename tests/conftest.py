@@ -11,6 +11,12 @@ MSST_CONFIGS = DATA / "msst-configs"
 SHAPES_JSON = DATA / "state-dict-shapes.json"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# commands run by the tests use the torch backend unless a test asks for another (an ONNX export per
+# tiny model would only cost time); the ONNX Runtime backend has its own tests. Exports go to a
+# private cache, never the user's.
+os.environ.setdefault("STEMSTREAM_BACKEND", "torch")
+os.environ.setdefault("STEMSTREAM_CACHE_DIR", os.path.join(__import__("tempfile").gettempdir(),
+                                                           f"stemstream-test-cache-{os.getuid()}"))
 
 TINY_BS = {
     "dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "stereo": True, "num_stems": 1,

@@ -9,8 +9,8 @@ import numpy as np
 
 from streamer.assets import DEMO_CONFIG
 
-from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_STREAM_SECONDS, MAX_THREADS, MAX_WINDOW_SECONDS, add_preset_arg,
-                     check_length, positive_int, seconds, shown_path)
+from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_STREAM_SECONDS, MAX_THREADS, MAX_WINDOW_SECONDS, add_backend_arg,
+                     add_preset_arg, check_length, positive_int, seconds, shown_path)
 
 MAX_STEMS = 64
 MAX_BUSES = 64
@@ -43,7 +43,9 @@ def register(sub) -> None:
     sb.add_argument("--worker", choices=["thread", "process"], default="process",
                     help="where inference runs (default: process, see README)")
     sb.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    sb.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on CUDA")
+    sb.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                    help="default: fp32 on CPU, bf16 on CUDA; bf16 on a CPU that has it natively")
+    add_backend_arg(sb)
     sb.add_argument("--threads", type=positive_int(MAX_THREADS),
                     help="torch threads of the inference worker (default: cores - 1)")
     sb.set_defaults(func=cmd_bench)
@@ -113,7 +115,7 @@ def _bench_engines(args: argparse.Namespace, config, model):
             model, config.stems, rate, window=window, hop=hop, lookahead=lookahead, crossfade=crossfade,
             residual=config.stems[-1], device=resolve_device(args.device), precision=args.precision,
             realtime=True, worker=args.worker, compute_allowance=allowance, threads=args.threads,
-            channels=config.channels)
+            channels=config.channels, backend=args.backend)
 
 
 def _check_settings(args: argparse.Namespace) -> None:
@@ -160,6 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   f"(algorithmic {ms(p['algorithmic']):.0f}) + compute allowance {ms(p['compute']):.0f} ms")
             r = run_realtime(engine, args.seconds, args.block)
         st, sm = r.stats, r.summary()
+        print(f"  backend: {st['backend']}")
         print(f"  inference per hop: median {st['infer_ms_median']:.1f} ms, p99 {st['infer_ms_p99']:.1f} ms, "
               f"max {st['infer_ms_max']:.1f} ms over {st['hops']} hops; real-time factor {st['realtime_factor']:.3f}")
         print(f"  deadline misses {st['deadline_misses']} (late results {st['late_results']}, skipped windows "

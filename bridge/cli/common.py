@@ -100,8 +100,22 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True)
                         "only for files from a source you trust")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="GPU autocast precision (auto: bf16 on CUDA when the config's use_amp is on, else fp32). "
-                        "CPU always runs fp32")
+                   help="autocast precision (auto: bf16 on CUDA when the config's use_amp is on, else fp32); on the "
+                        "CPU bf16 runs where the CPU has it natively (AVX512-BF16/AMX), else fp32")
+
+
+def default_backend() -> str:
+    """The default of --backend: ``auto``, or the environment's ``STEMSTREAM_BACKEND``."""
+    value = os.environ.get("STEMSTREAM_BACKEND", "auto")
+    return value if value in ("auto", "torch", "onnx") else "auto"
+
+
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    """--backend: how the model runs (see streamer.make_runner)."""
+    default = default_backend()
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default=default,
+                   help="torch, or onnx: the model core in ONNX Runtime (CPU, fp32; exported once and cached); "
+                        f"auto: the faster of the two on this machine, measured at start (default: {default})")
 
 
 def load_from_args(args: argparse.Namespace) -> LoadedModel:

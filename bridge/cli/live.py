@@ -6,7 +6,8 @@ import argparse
 import math
 import os
 
-from .common import MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, number, positive_int, seconds, whole_number
+from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, add_backend_arg, number, positive_int, seconds,
+                     whole_number)
 
 
 def register(sub) -> None:
@@ -42,7 +43,9 @@ def register(sub) -> None:
     model.add_argument("--device", default=None, help="inference device: cpu, cuda, cuda:1 (default: cuda if "
                                                       "available, else cpu; a rig's engine.device)")
     model.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
-                       help="GPU autocast precision (CPU always runs fp32)")
+                       help="autocast precision (auto: bf16 on CUDA when the config asks for it, else fp32); on the "
+                            "CPU bf16 runs where the CPU has it natively")
+    add_backend_arg(model)
     eng = lv.add_argument_group("engine (a preset, or explicit lengths as in a rig's engine section)")
     eng.add_argument("--latency", choices=["low", "balanced", "offline-exact"], default=None,
                      help="latency preset (default: the rig's, else balanced)")
@@ -110,7 +113,7 @@ def _stem_db(text: str) -> tuple[str, float]:
 
 
 def _engine_overrides(args: argparse.Namespace, rate: int) -> dict:
-    out: dict = {"realtime": True, "worker": "process"}
+    out: dict = {"realtime": True, "worker": "process", "backend": args.backend}
     for key in ("window", "hop", "lookahead"):
         value = getattr(args, key)
         if value is not None:

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from .common import add_model_args, check_length, load_from_args, positive_int
+from .common import add_backend_arg, add_model_args, check_length, load_from_args, positive_int
 
 MAX_OVERLAP = 64      # MSST configs use 2 to 8; beyond this the chunks are a few samples apart
 MAX_BATCH = 256
@@ -21,6 +21,7 @@ def register(sub) -> None:
     )
     sep.add_argument("inputs", nargs="+", help="audio files (wav, flac, ogg, mp3, aiff) or folders of them")
     add_model_args(sep)
+    add_backend_arg(sep)
     sep.add_argument("--out", required=True, help="output folder")
     sep.add_argument("--instrumental", action="store_true",
                      help="also write instrumental = mix minus the vocals stem (or the first stem)")
@@ -66,7 +67,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
         opts = SeparationOptions(
             chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
             instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
-            device=str(loaded.device), precision=loaded.precision,
+            device=str(loaded.device), precision=loaded.precision, backend=args.backend,
             progress=not args.no_progress and sys.stderr.isatty(),
         )
         for path, folder in plan.items():

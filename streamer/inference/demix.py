@@ -15,7 +15,7 @@ from ..errors import AudioError, SettingsError
 from .chunks import chunk_plan, chunk_weights
 from .graphs import capture, use_cuda_graph
 from .precision import autocast_context, resolve_precision
-from .runner import Model, model_device, model_stems_output
+from .runner import Model, make_runner, model_device, model_stems_output
 
 
 def demix(
@@ -28,12 +28,14 @@ def demix(
     precision: str | None = None,
     progress: bool = False,
     cuda_graph: bool | None = None,
+    backend: str = "torch",
 ) -> np.ndarray:
     """Separate ``mix`` (channels, samples) into (stems, channels, samples) float32.
 
     ``device`` defaults to the model's; ``precision`` (see ``streamer.inference.runner``) defaults to
     fp32, as MSST on CPU. ``cuda_graph``: replay full batches as a CUDA graph (see
-    ``streamer.inference.graphs``; None: the default there).
+    ``streamer.inference.graphs``; None: the default there). ``backend``: torch, onnx or auto, as
+    ``streamer.make_runner`` runs a chunk (the ONNX Runtime core: CPU, fp32).
 
     Border reflect padding, chunk padding (reflect when more than half a chunk is real audio,
     zeros otherwise), weighted overlap-add divided by the summed weights, and 0 where no chunk
@@ -61,8 +63,13 @@ def demix(
         x = F.pad(x.unsqueeze(0), (border, border), mode="reflect").squeeze(0)
     weights = chunk_weights(chunk_size, starts, step, padded)
 
+    runner = None
+    if backend != "torch":
+        runner = make_runner(model, chunk_size, device, precision, backend=backend, channels=mix.shape[0])
+        if runner.backend != "onnx":
+            runner = None
     graph = None
-    if use_cuda_graph(cuda_graph, device):
+    if runner is None and use_cuda_graph(cuda_graph, device):
         graph = capture(model, (batch_size, mix.shape[0], chunk_size), device, precision)
 
     result: torch.Tensor | None = None
@@ -81,8 +88,11 @@ def demix(
                 chunks.append(part)
                 sizes.append(n)
             batch = torch.stack(chunks).to(device)
-            run = graph if graph is not None and batch.shape[0] == batch_size else model
-            out = model_stems_output(run(batch), chunk_size).cpu()
+            if runner is not None:
+                out = runner.forward(batch).cpu()
+            else:
+                run = graph if graph is not None and batch.shape[0] == batch_size else model
+                out = model_stems_output(run(batch), chunk_size).cpu()
             if result is None:
                 result = torch.zeros(out.shape[1], mix.shape[0], padded)
             for j, (s, n) in enumerate(zip(batch_starts, sizes)):

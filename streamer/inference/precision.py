@@ -4,8 +4,12 @@ and the CLI.
 * device: ``"auto"`` is CUDA when present, else CPU; asking for CUDA (or a CUDA index, or MPS) this
   machine lacks is an error, and so is any other device type.
 * precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (``"auto"``/``None``: bf16 on CUDA when the model
-  was trained with mixed precision, else fp32). Half precisions are CUDA autocast; elsewhere the
-  model runs fp32 (a warning says so when half precision was asked for explicitly).
+  was trained with mixed precision, else fp32). Half precisions are autocast: on CUDA both; on the
+  CPU bf16 only where the CPU computes bf16 natively (AVX512-BF16 or AMX; checked at run time by
+  :func:`cpu_has_native_bf16`: elsewhere it would be emulated, slower than fp32), fp16 never. What
+  cannot run falls back to fp32 with a warning. On the CPU ``auto`` stays fp32: bf16 is opt-in
+  (``BENCHMARKS.md`` has its speed and its SDR against fp32 on this project's machine). The STFT, the
+  iSTFT and the masks stay fp32 whatever the precision (the model disables autocast around them).
 """
 from __future__ import annotations
 
@@ -47,6 +51,20 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), as torch's CPU kernels see it."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None:
+            try:
+                if check():
+                    return True
+            except Exception:  # noqa: BLE001 - a private probe that fails means "not known to have it"
+                continue
+    return False
+
+
 def resolve_precision(precision: str | None, device: str | torch.device, use_amp: bool = True) -> str:
     """The precision a model runs in on ``device`` (see the module docstring)."""
     device = torch.device(device)
@@ -55,16 +73,26 @@ def resolve_precision(precision: str | None, device: str | torch.device, use_amp
     name = _ALIASES.get(precision, precision)
     if name not in PRECISIONS:
         raise SettingsError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if device.type == "cpu" and name == "bf16":
+        if cpu_has_native_bf16():
+            return "bf16"
+        log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated and slower; "
+                    "running fp32")
+        return "fp32"
     if device.type != "cuda" and name != "fp32":
-        log.warning("precision %s only applies on CUDA; running fp32 on %s", name, device)
+        log.warning("precision %s does not run on %s; running fp32", name, device)
         return "fp32"
     return name
 
 
 def autocast_context(device: str | torch.device, precision: str, cache_enabled: bool = True):
-    """Autocast for a resolved bf16/fp16 precision on CUDA; a no-op for fp32 (CUDA graph capture
-    needs ``cache_enabled=False``)."""
+    """Autocast for a resolved half precision (bf16/fp16 on CUDA, bf16 on a CPU that has it); a no-op for
+    fp32 (CUDA graph capture needs ``cache_enabled=False``)."""
     device = torch.device(device)
-    if device.type != "cuda" or precision == "fp32":
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
+    if device.type == "cpu":
+        if precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=cache_enabled)
     return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision], cache_enabled=cache_enabled)

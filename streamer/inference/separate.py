@@ -29,6 +29,7 @@ class SeparationOptions:
     subtype: str | None = "FLOAT"
     device: str | None = None
     precision: str | None = None
+    backend: str = "torch"              # torch | onnx | auto (streamer.make_runner)
     progress: bool = True
 
 
@@ -62,7 +63,7 @@ def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
             mean = std = None
     run = demix_tta if opts.tta else demix
     est = run(model, x, chunk, overlap, batch_size=batch, device=opts.device,
-              precision=opts.precision, progress=opts.progress)
+              precision=opts.precision, progress=opts.progress, backend=opts.backend)
     if mean is not None:
         est = est * std + mean
     stems = {name: est[i] for i, name in enumerate(config.stems)}

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import AudioError, AudioTypeError, SettingsError
 from ..inference.precision import resolve_precision
-from ..inference.runner import model_device
+from ..inference.runner import BACKENDS, model_device
 from . import kernels as rt
 from .host import default_worker_threads, make_host
 from .supervisor import DEFAULT_MAX_RESTARTS, Supervisor
@@ -65,6 +65,9 @@ class StreamEngine:
         threads: torch CPU threads for the worker (default for a process: all cores but one).
         cuda_graph: on CUDA, replay each window as a CUDA graph (None: the default of
             ``streamer.inference.graphs``); ``stats["cuda_graph"]`` tells whether it is in use.
+        backend: ``"torch"`` (default), ``"onnx"`` (the model core in ONNX Runtime, CPU fp32) or
+            ``"auto"`` (the faster of the two on this machine); see ``streamer.make_runner``.
+            ``stats["backend"]`` tells which runs.
         max_restarts: real-time mode: how often a worker that died is restarted (see
             ``streamer.stream.supervisor``); the audio plays the dry input meanwhile.
     """
@@ -74,6 +77,7 @@ class StreamEngine:
                  device: str | torch.device | None = None, precision: str | None = None, realtime: bool = False,
                  worker: str = "process", compute_allowance: int | None = None, fade_ms: float = 5.0,
                  threads: int | None = None, channels: int | None = None, cuda_graph: bool | None = None,
+                 backend: str = "torch",
                  max_restarts: int = DEFAULT_MAX_RESTARTS):
         self.model = model
         self.model_stems = [str(s) for s in stems]
@@ -92,6 +96,8 @@ class StreamEngine:
         self.channels = int(channels or getattr(model, "audio_channels", 2))
 
         self.realtime = bool(realtime)
+        if backend not in BACKENDS:
+            raise SettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if worker not in WORKER_KINDS:
             raise SettingsError(f"worker must be 'thread' or 'process', got {worker!r}")
         self.worker_kind = worker
@@ -114,7 +120,8 @@ class StreamEngine:
         self.worker_settings = WorkerSettings(
             stream=self.settings, device=str(self.device), precision=self.precision, channels=self.channels,
             model_stems=len(self.model_stems), stems_out=len(self.stems), residual=self.residual_index,
-            threads=threads or default_worker_threads(), allowance=self.compute_allowance, cuda_graph=cuda_graph)
+            threads=threads or default_worker_threads(), allowance=self.compute_allowance, cuda_graph=cuda_graph,
+            backend=backend)
         self.buffers.clear_stream()
         self.buffers.clear_counters()
         rt.warm_up()
@@ -178,6 +185,7 @@ class StreamEngine:
             "nonfinite_output": int(b.worker_state[WorkerSlot.NONFINITE_OUT]),
             "latency_ms": 1000 * self.latency_seconds,
             "cuda_graph": bool(b.worker_state[WorkerSlot.GRAPHED]),
+            "backend": "onnx" if b.worker_state[WorkerSlot.ONNX] else "torch",
             "worker_deaths": self._supervisor.deaths,
             "worker_restarts": self._supervisor.restarts,
             "worker_given_up": self._supervisor.given_up,

@@ -48,6 +48,7 @@ class WorkerSlot(IntEnum):
     FAILED = 7        # 1 when the worker stopped with an error (see ``error``)
     GRAPHED = 8       # 1 when the worker replays windows as a CUDA graph
     STARTED = 9       # 1 once stemstream's worker code runs (a process that dies before did not get that far)
+    ONNX = 10         # 1 when the model core runs in ONNX Runtime (backend "onnx"), 0 with torch
 
 
 AUDIO_STATE_SIZE = len(AudioSlot) + 1  # one spare slot

@@ -220,3 +220,4 @@ class WorkerSettings:
     threads: int            # torch threads of a worker process
     allowance: int          # samples between a window's input arriving and its region playing
     cuda_graph: bool | None = None  # replay windows as a CUDA graph (None: streamer.inference.graphs' default)
+    backend: str = "torch"          # torch | onnx | auto (see streamer.inference.runner.make_runner)

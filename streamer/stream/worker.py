@@ -131,8 +131,10 @@ def serve_guarded(worker: WindowWorker) -> None:
 def build_worker(buffers: SharedBuffers, model, s: WorkerSettings) -> WindowWorker:
     """The worker for ``model`` under settings ``s``, warmed up (two windows of silence)."""
     st = s.stream
-    runner = make_runner(model, s.channels, st.window, s.device, s.precision, s.cuda_graph)
+    runner = make_runner(model, st.window, device=s.device, precision=s.precision, backend=s.backend,
+                         channels=s.channels, cuda_graph=s.cuda_graph, threads=s.threads)
     buffers.worker_state[WorkerSlot.GRAPHED] = int(runner.graphed)
+    buffers.worker_state[WorkerSlot.ONNX] = int(runner.backend == "onnx")
     weights = window_weights(st.window, st.hop, st.lookahead, st.crossfade)
     overlap = OverlapAdd(s.model_stems, s.stems_out, s.channels, st.window, st.hop, st.lookahead, weights, s.residual)
     runner.warm_up(s.model_stems)

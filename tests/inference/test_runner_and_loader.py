@@ -22,8 +22,44 @@ def test_precision_rule(caplog):
     assert resolve_precision("auto", "cuda", use_amp=False) == "fp32"
     assert resolve_precision("float16", "cuda") == "fp16" and resolve_precision("bfloat16", "cuda") == "bf16"
     with caplog.at_level(logging.WARNING):
+        assert resolve_precision("fp16", "cpu") == "fp32"
+    assert "does not run on cpu" in caplog.text
+
+
+def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch, caplog):
+    """bf16 autocast on the CPU only on a CPU with native bf16 (simulated both ways); auto stays fp32."""
+    import streamer.inference.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
         assert resolve_precision("bf16", "cpu") == "fp32"
-    assert "only applies on CUDA" in caplog.text
+    assert "no native bf16" in caplog.text
+    assert isinstance(precision.cpu_has_native_bf16(), bool)
+
+
+def test_runner_backends_agree_with_eager_fp32(model_files, monkeypatch):
+    """make_runner: torch fp32 is the model itself; bf16 (where native) within its tolerance; an
+    unknown backend is refused; asking for onnx where it cannot run falls back to torch."""
+    import streamer.inference.precision as precision
+
+    cfg, ckpt, _ = model_files
+    model = load_model(cfg, ckpt).model
+    x = (np.random.default_rng(0).standard_normal((2, 4410)) * 0.1).astype(np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)[None])[0].numpy()
+    r = make_runner(model, 4410, backend="torch")
+    assert r.backend == "torch" and "fp32" in r.describe()
+    np.testing.assert_array_equal(r(x), ref)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    rb = make_runner(model, 4410, precision="bf16", backend="auto")
+    assert rb.backend == "torch" and rb.precision == "bf16"      # ONNX Runtime runs fp32 only
+    err = np.abs(rb(x) - ref).max() / max(1e-6, np.abs(ref).max())
+    assert err < 0.05, err
+    with pytest.raises(SettingsError, match="backend must be one of"):
+        make_runner(model, 4410, backend="tensorrt")
     with pytest.raises(SettingsError, match="precision must be fp32, bf16 or fp16"):
         resolve_precision("int8", "cpu")
 
@@ -83,7 +119,7 @@ def test_separator_and_rig_load_through_the_same_loader(tmp_path, model_files):
 def test_window_runner_shapes_and_warm_up_check(model_files):
     cfg, ckpt, _ = model_files
     loaded = load_model(cfg, ckpt)
-    runner = make_runner(loaded.model, 2, 4410, torch.device("cpu"), "fp32")
+    runner = make_runner(loaded.model, 4410, torch.device("cpu"), "fp32", channels=2)
     out = runner(np.zeros((2, 4410), np.float32))
     assert out.shape == (1, 2, 4410) and out.dtype == np.float32
     runner.warm_up(1)

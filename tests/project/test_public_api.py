@@ -10,7 +10,7 @@ API = ["load_config", "build_model", "load_checkpoint", "read_state_dict", "demi
        "StemstreamError", "ConfigError", "CheckpointError", "AudioError", "SettingsError", "WorkerError"]
 
 # every command with its options and positional arguments (issue 11 kept them; later issues add, never remove)
-CLI_FLAGS = {'separate': ['--batch-size',
+CLI_FLAGS = {'separate': ['--backend', '--batch-size',
               '--checkpoint',
               '--chunk-size',
               '--config',
@@ -63,6 +63,7 @@ CLI_FLAGS = {'separate': ['--batch-size',
            '-h',
            'data'],
  'bench': ['--allowance',
+           '--backend',
            '--block',
            '--checkpoint',
            '--config',
@@ -82,7 +83,7 @@ CLI_FLAGS = {'separate': ['--batch-size',
  'bench-mixer': ['--block', '--blocks', '--buses', '--help', '--stems', '-h'],
  'bench-gpu': ['--budget', '--dry-run', '--help', '-h', 'out'],
  'devices': ['--help', '--json', '-h'],
- 'live': ['--blocksize', '--buses', '--checkpoint', '--config', '--device', '--gain', '--help', '--hop',
+ 'live': ['--backend', '--blocksize', '--buses', '--checkpoint', '--config', '--device', '--gain', '--help', '--hop',
           '--in-channels', '--input', '--input-file', '--latency', '--lookahead', '--loop', '--model-type', '--mute',
           '--no-ui', '--osc', '--osc-allow', '--osc-host', '--osc-tcp', '--output', '--precision', '--record',
           '--residual', '--rig', '--route', '--seconds', '--solo', '--trust-checkpoint', '--window', '-h']}

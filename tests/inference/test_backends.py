@@ -1,0 +1,65 @@
+"""make_runner's backends and demix/engine with them: ONNX Runtime's core equals eager torch fp32."""
+import numpy as np
+import pytest
+import torch
+
+import streamer
+from streamer.inference.demix import demix
+from streamer.inference.onnx_core import ort_available
+from streamer.inference.runner import make_runner
+from streamer.msst.build import build_model
+
+from conftest import randomize, write_yaml
+
+needs_ort = pytest.mark.skipif(not ort_available(), reason="onnxruntime is not installed")
+
+
+@pytest.fixture
+def model(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEMSTREAM_CACHE_DIR", str(tmp_path / "cache"))
+    config = streamer.load_config(write_yaml(tmp_path / "m.yaml", stems=("vocals", "other"), target=None,
+                                             extra_model={"num_stems": 2}, chunk_size=11025))
+    return randomize(build_model(config)).eval(), config
+
+
+@needs_ort
+@pytest.mark.parametrize("backend", ["onnx", "auto"])
+def test_runner_backends_equal_eager_fp32(model, backend):
+    m, _ = model
+    x = (np.random.default_rng(0).standard_normal((2, 11025)) * 0.1).astype(np.float32)
+    with torch.inference_mode():
+        ref = m(torch.from_numpy(x)[None])[0].numpy()
+    r = make_runner(m, 11025, backend=backend)
+    assert r.backend in ("torch", "onnx") and r.describe().startswith(r.backend)
+    if backend == "onnx":
+        assert r.backend == "onnx" and "ONNX Runtime" in r.describe()
+    np.testing.assert_allclose(r(x), ref, atol=1e-5 * max(1.0, np.abs(ref).max()))
+
+
+@needs_ort
+def test_demix_and_the_engine_with_the_onnx_core(model):
+    m, config = model
+    mix = (np.random.default_rng(1).standard_normal((2, 30000)) * 0.1).astype(np.float32)
+    ref = demix(m, mix, 11025, 2)
+    got = demix(m, mix, 11025, 2, backend="onnx")
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    engine = streamer.StreamEngine.from_config(config, m, preset="low", window=11025, hop=2205, lookahead=2205,
+                                               crossfade=None, backend="onnx")
+    out = engine.separate(mix)
+    assert engine.stats["backend"] == "onnx" and np.isfinite(out).all()
+    torch_engine = streamer.StreamEngine.from_config(config, m, preset="low", window=11025, hop=2205,
+                                                     lookahead=2205, crossfade=None)
+    assert torch_engine.stats["backend"] == "torch"
+    np.testing.assert_allclose(out, torch_engine.separate(mix), atol=1e-5)
+
+
+def test_onnx_where_it_cannot_run_falls_back_to_torch_with_one_warning(model, monkeypatch, caplog):
+    import streamer.inference.onnx_core as oc
+
+    m, _ = model
+    monkeypatch.setattr(oc, "ort_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        r = make_runner(m, 11025, backend="onnx")
+    assert r.backend == "torch"
+    assert "ONNX Runtime backend unavailable" in caplog.text
+    assert make_runner(m, 11025, backend="auto").backend == "torch"
