@@ -21,7 +21,7 @@ from .errors import (AudioError, CheckpointError, ConfigError, SettingsError, St
 # do not pull in torch for a process that does not need it (the terminal mixer's, `stemstream devices`)
 _LAZY = {
     "demix": ".inference.demix", "demix_tta": ".inference.demix",
-    "LoadedModel": ".inference.loader", "load_model": ".inference.loader",
+    "LoadedModel": ".inference.loader", "load_model": ".inference.loader", "make_runner": ".inference.runner",
     "BSRoformer": ".models.roformer", "MelBandRoformer": ".models.roformer",
     "build_model": ".msst.build",
     "load_checkpoint": ".msst.checkpoint", "read_state_dict": ".msst.checkpoint",
@@ -63,6 +63,7 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "load_model",
+    "make_runner",
     "preset_settings",
     "read_state_dict",
 ]
