@@ -60,6 +60,10 @@ def register(sub) -> None:
     bm.add_argument("--threads", type=positive_int(MAX_THREADS), default=None,
                     help="torch CPU threads (default: torch's)")
     bm.add_argument("--device", default="cpu")
+    bm.add_argument("--compare", action="store_true",
+                    help="time every backend and precision this machine can run (eager torch fp32, torch bf16 "
+                         "where the CPU has it, the ONNX Runtime core) interleaved, with the ratio to eager fp32 "
+                         "and the largest error against it")
     bm.set_defaults(func=cmd_bench_model)
 
     bx = sub.add_parser("bench-mixer", help="time the stem mixer per audio block",
@@ -192,6 +196,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # refuse a device this machine lacks before any work
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare:
+        return _compare_backends(args)
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
           f"repeats {args.repeats} (median)")
     print(f"{'config':<44} {'chunk s':>8} {'frames':>7} {'ms/chunk':>10} {'x real time':>12}")
@@ -206,6 +212,51 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
             frames = r.samples // config.stft_hop + 1
             print(f"{os.path.basename(path):<44} {r.seconds:>8.2f} {frames:>7d} {r.median * 1e3:>10.1f} "
                   f"{r.realtime_factor:>12.3f}")
+    return 0
+
+
+def _compare_backends(args: argparse.Namespace) -> int:
+    """bench-model --compare: each backend and precision against eager fp32, timed interleaved in one process."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from streamer.inference.loader import load_model
+    from streamer.inference.precision import cpu_has_native_bf16
+    from streamer.inference.runner import make_runner
+
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, {args.repeats} interleaved "
+          f"runs per option (min and median ms per window); error: max |out - eager fp32| / max |eager fp32|")
+    print(f"{'config':<40} {'s':>5} {'option':<34} {'min ms':>8} {'median':>8} {'x eager':>8} {'error':>9}")
+    for path in args.config:
+        loaded = load_model(path, device=args.device, seed=0)
+        config = loaded.config
+        for sec in args.seconds:
+            n = int(round(sec * config.sample_rate))
+            check_length(f"--seconds {sec:g} s ({n} samples)", n, config)
+            options = [("torch fp32 (eager)", make_runner(loaded.model, n, device, "fp32", backend="torch"))]
+            if device.type == "cuda" or cpu_has_native_bf16():
+                options.append(("torch bf16", make_runner(loaded.model, n, device, "bf16", backend="torch")))
+            if device.type == "cpu":
+                onnx = make_runner(loaded.model, n, device, "fp32", backend="onnx", log=print)
+                if onnx.backend == "onnx":
+                    options.append((onnx.describe(), onnx))
+            x = (np.random.default_rng(0).standard_normal((config.channels, n)) * 0.1).astype(np.float32)
+            outs = [r(x) for _, r in options]  # also the warm-up
+            times: list[list[float]] = [[] for _ in options]
+            for _ in range(args.repeats):
+                for i, (_, r) in enumerate(options):
+                    t = time.perf_counter()
+                    r(x)
+                    times[i].append(time.perf_counter() - t)
+            base = min(times[0])
+            scale = max(1e-12, float(np.abs(outs[0]).max()))
+            for (name, _), t, out in zip(options, times, outs):
+                err = float(np.abs(out - outs[0]).max()) / scale
+                print(f"{os.path.basename(path):<40} {sec:>5.2f} {name:<34} {1e3 * min(t):>8.1f} "
+                      f"{1e3 * float(np.median(t)):>8.1f} {base / min(t):>7.2f}x {err:>9.1e}")
     return 0
 
 

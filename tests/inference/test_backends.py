@@ -63,3 +63,17 @@ def test_onnx_where_it_cannot_run_falls_back_to_torch_with_one_warning(model, mo
     assert r.backend == "torch"
     assert "ONNX Runtime backend unavailable" in caplog.text
     assert make_runner(m, 11025, backend="auto").backend == "torch"
+
+
+@needs_ort
+def test_bench_model_compare_prints_every_option_against_eager(tmp_path, monkeypatch, capsys):
+    from bridge.cli.main import main
+
+    monkeypatch.setenv("STEMSTREAM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = write_yaml(tmp_path / "c.yaml", stems=("vocals", "other"), target=None, extra_model={"num_stems": 2})
+    assert main(["bench-model", "--compare", "--config", str(cfg), "--seconds", "0.25", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("c.yaml")]
+    assert any("torch fp32 (eager)" in r and "1.00x" in r and "0.0e+00" in r for r in rows)
+    onnx = [r for r in rows if "ONNX Runtime" in r]
+    assert onnx and float(onnx[0].split()[-1]) < 1e-5
