@@ -9,7 +9,7 @@ import sys
 from streamer.stream.settings import PRESETS
 
 from .common import (MAX_SCORE_SECONDS, MAX_SEED, MAX_STREAM_SECONDS, MAX_THREADS, MAX_WINDOW_SECONDS,
-                     add_model_args, check_length, load_from_args, number, positive_int, seconds, whole_number)
+                     add_backend_arg, add_model_args, check_length, load_from_args, number, positive_int, seconds, whole_number)
 
 MAX_SONGS = 10000
 LEAST_SECONDS = 0.1  # of audio to generate or score: less rounds to nothing worth a number
@@ -43,6 +43,7 @@ def register(sub) -> None:
                     "uSDR and the improvement over the unprocessed mixture; --plot writes SDR against latency.")
     ev.add_argument("data", nargs="+", help="folders of song folders")
     add_model_args(ev)
+    add_backend_arg(ev)
     ev.add_argument("--presets", nargs="*", default=list(PRESETS), choices=list(PRESETS),
                     help="latency presets to score")
     ev.add_argument("--setting", action="append", default=[], metavar="W,H,A", type=stream_setting,
@@ -101,7 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_length(f"--setting {w:g},{h:g},{a:g}: window {w:g} s ({round(w * config.sample_rate)} samples)",
                      round(w * config.sample_rate), config)
     settings = settings_list(config, args.presets, args.setting)
-    results = evaluate(loaded.model, config, args.data, settings, seconds=args.seconds, progress=sys.stderr.isatty())
+    results = evaluate(loaded.model, config, args.data, settings, seconds=args.seconds, progress=sys.stderr.isatty(),
+                       precision=loaded.precision, backend=args.backend)
     songs = len(results[0].sdr[config.stems[0]])
     print(f"{songs} songs; SDR = median per-second SDR in dB, mean over songs; latency = live latency with a one-hop "
           "compute allowance")

@@ -59,18 +59,22 @@ def settings_list(config: Config, presets: list[str], explicit: list[tuple[float
     return out
 
 
-def separate_with(model, config: Config, setting: Setting, mix: np.ndarray, block: int = 4096) -> np.ndarray:
-    """(stems, channels, samples) for ``mix`` by offline demix or the engine (aligned, same length)."""
+def separate_with(model, config: Config, setting: Setting, mix: np.ndarray, block: int = 4096,
+                  precision: str | None = None, backend: str = "torch") -> np.ndarray:
+    """(stems, channels, samples) for ``mix`` by offline demix or the engine (aligned, same length), in
+    ``precision`` with ``backend`` (see ``streamer.make_runner``)."""
     if setting.stream is None:
-        return demix(model, mix, config.chunk_size, config.num_overlap, batch_size=max(1, config.batch_size))
+        return demix(model, mix, config.chunk_size, config.num_overlap, batch_size=max(1, config.batch_size),
+                     precision=precision, backend=backend)
     s = setting.stream
     engine = StreamEngine(model, config.stems, config.sample_rate, window=s.window, hop=s.hop, lookahead=s.lookahead,
-                          crossfade=s.crossfade, channels=config.channels)
+                          crossfade=s.crossfade, channels=config.channels, precision=precision, backend=backend)
     return engine.separate(mix, block)
 
 
 def evaluate(model: torch.nn.Module, config: Config, data: list[str], settings: list[Setting],
-             seconds: float | None = None, progress: bool = True) -> list[Scores]:
+             seconds: float | None = None, progress: bool = True, precision: str | None = None,
+             backend: str = "torch") -> list[Scores]:
     stems = list(config.stems)
     folders = song_folders(data, stems)
     results = [Scores(s, {k: [] for k in stems}, {k: [] for k in stems}) for s in settings]
@@ -88,7 +92,7 @@ def evaluate(model: torch.nn.Module, config: Config, data: list[str], settings: 
         else:
             mix = truth.sum(axis=0)
         for res in results:
-            est = separate_with(model, config, res.setting, mix)
+            est = separate_with(model, config, res.setting, mix, precision=precision, backend=backend)
             for i, stem in enumerate(stems):
                 res.sdr[stem].append(sdr_median_per_second(truth[i], est[i], rate))
                 res.usdr[stem].append(usdr(truth[i], est[i]))
