@@ -9,7 +9,7 @@ import numpy as np
 
 from streamer.assets import DEMO_CONFIG, DEMO_SONG
 
-from .common import MAX_BLOCK, add_preset_arg, positive_int, shown_path
+from .common import MAX_BLOCK, add_backend_arg, add_preset_arg, positive_int, shown_path
 
 
 def register(sub) -> None:
@@ -21,6 +21,7 @@ def register(sub) -> None:
                     "real-time factor and the SDR reached per stem.")
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     add_preset_arg(demo)
+    add_backend_arg(demo)
     demo.add_argument("--block", type=positive_int(MAX_BLOCK), default=256,
                       help=f"frames per block fed to the engine (default 256, at most {MAX_BLOCK})")
     demo.add_argument("--config", default=DEMO_CONFIG, help=argparse.SUPPRESS)
@@ -57,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     mix = np.sum(list(truth.values()), axis=0).astype(np.float32)
 
     residual = "other" if "other" in config.stems else None
-    engine = StreamEngine.from_config(config, model, preset=args.preset, residual=residual)
+    engine = StreamEngine.from_config(config, model, preset=args.preset, residual=residual, backend=args.backend)
     with output_folder(args.out) as out_dir:  # removed again if it was made here and the run fails
         t0 = time.perf_counter()
         est = engine.separate(mix, args.block)
@@ -88,7 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("WARNING: no trained checkpoint next to the config: the weights are RANDOM, so the stems below are not "
               "a real separation. This run shows the pipeline end to end.")
     print(f"song: {shown_path(args.song)} ({seconds:.1f} s, generated, with ground truth)")
-    print(f"engine: preset {args.preset}: {engine.settings.describe(rate)}; residual stem: {residual}")
+    print(f"engine: preset {args.preset}: {engine.settings.describe(rate)}; residual stem: {residual}; "
+          f"backend {engine.stats['backend']}")
     print(f"latency: {ms(p['total']):.0f} ms (look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f}); "
           f"live, with the one-hop compute allowance: {ms(engine.settings.live_latency):.0f} ms")
     print(f"speed: {took:.2f} s for {seconds:.1f} s of audio in {args.block}-frame blocks = real-time factor "
