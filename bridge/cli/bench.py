@@ -186,10 +186,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace):
+    """bench-model's models, one at a time: (config path, loaded model with random weights, the --seconds
+    in samples, each checked against the model before any timing)."""
+    from streamer.inference.loader import load_model
+
+    for path in args.config:
+        loaded = load_model(path, device=args.device, seed=0)
+        lengths = []
+        for sec in args.seconds:
+            n = int(round(sec * loaded.config.sample_rate))
+            check_length(f"--seconds {sec:g} s ({n} samples)", n, loaded.config)
+            lengths.append(n)
+        yield path, loaded, lengths
+
+
 def cmd_bench_model(args: argparse.Namespace) -> int:
     import torch
 
-    from streamer.inference.loader import load_model
     from streamer.inference.precision import resolve_device
     from streamer.lab.benchmarks import time_chunks
 
@@ -201,12 +215,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
           f"repeats {args.repeats} (median)")
     print(f"{'config':<44} {'chunk s':>8} {'frames':>7} {'ms/chunk':>10} {'x real time':>12}")
-    for path in args.config:
-        loaded = load_model(path, device=args.device, seed=0)
+    for path, loaded, _ in _models(args):
         config = loaded.config
-        for sec in args.seconds:
-            n = int(round(sec * config.sample_rate))
-            check_length(f"--seconds {sec:g} s ({n} samples)", n, config)
         for r in time_chunks(loaded.model, config.sample_rate, args.seconds, repeats=args.repeats,
                              device=loaded.device):
             frames = r.samples // config.stft_hop + 1
@@ -222,7 +232,6 @@ def _compare_backends(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from streamer.inference.loader import load_model
     from streamer.inference.precision import cpu_has_native_bf16
     from streamer.inference.runner import make_runner
 
@@ -230,12 +239,9 @@ def _compare_backends(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, {args.repeats} interleaved "
           f"runs per option (min and median ms per window); error: max |out - eager fp32| / max |eager fp32|")
     print(f"{'config':<40} {'s':>5} {'option':<34} {'min ms':>8} {'median':>8} {'x eager':>8} {'error':>9}")
-    for path in args.config:
-        loaded = load_model(path, device=args.device, seed=0)
+    for path, loaded, lengths in _models(args):
         config = loaded.config
-        for sec in args.seconds:
-            n = int(round(sec * config.sample_rate))
-            check_length(f"--seconds {sec:g} s ({n} samples)", n, config)
+        for sec, n in zip(args.seconds, lengths):
             options = [("torch fp32 (eager)", make_runner(loaded.model, n, device, "fp32", backend="torch"))]
             if device.type == "cuda" or cpu_has_native_bf16():
                 options.append(("torch bf16", make_runner(loaded.model, n, device, "bf16", backend="torch")))

@@ -34,7 +34,7 @@ from streamer.errors import SettingsError
 PATTERN_CHARS = set("*?[]{}")
 NOT_PARAMETERS = {"is_effect", "is_instrument", "reported_latency_samples", "parameters", "name", "version",
                   "manufacturer_name", "category", "descriptive_name", "identifier", "has_shared_container",
-                  "is_instrument", "raw_state", "preset_data"}
+                  "raw_state", "preset_data"}
 
 
 class ControlError(SettingsError):

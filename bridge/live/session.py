@@ -394,9 +394,8 @@ class LiveSession:
             self.control.close()
         stats = self.sep.engine.stats
         self.sep.engine.stop()
-        if self.recorder is not None and self.started_at is None:
-            self.recorder.discard()  # nothing was played: leave no empty take behind
-            self.recorder = None
+        if self.started_at is None:
+            self._discard_recording()  # nothing was played: leave no empty take behind
         recording = self.recorder.close() if self.recorder is not None else None
         self.stop_reason = self.stop_reason or ("error" if self.error else "quit")
         summary = self.summary(stats, recording, started)
