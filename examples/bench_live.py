@@ -56,11 +56,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 
 import numpy as np
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, REPO)
+from bridge.live.jackserver import JackServer  # noqa: E402
 RIG = "configs/rigs/bench_live.yaml"
 DEMO_CONFIG = "streamer/assets/demo/demo_bs_roformer_64x2.yaml"
 DEMO_CHECKPOINT = "streamer/assets/demo/demo_bs_roformer_64x2.ckpt"
@@ -72,33 +73,14 @@ LIVE = [sys.executable, "-m", "bridge.cli", "live"]
 
 
 # ---------------------------------------------------------------------------------------------- JACK
-class Jack:
-    """A JACK dummy server under a private name, stopped by its PID."""
+class Jack(JackServer):
+    """The benchmark's JACK dummy server (bridge.live.jackserver), its log in the run's folder; children
+    started with ``env`` find this repository's code."""
 
     def __init__(self, folder: str, playback: int, tag: str, realtime: bool = False):
-        self.name = f"stemstream_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_AUDIO_RESERVATION="1",
-                        JACK_NO_START_SERVER="1", PYTHONPATH=REPO)
-        self.argv = ["jackd", "--realtime" if realtime else "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD),
-                     "-C", "2", "-P", str(playback)]
-        self.log_path = os.path.join(folder, f"jackd_{tag}.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"jackd exited with {self.proc.returncode}; see {self.log_path}")
-            out = subprocess.run(["jack_wait", "-c", "-s", self.name], env=self.env, capture_output=True, text=True)
-            if "running" in out.stdout and "not" not in out.stdout:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise SystemExit("jackd did not come up within 15 s")
-
-    def ports(self) -> list[str]:
-        out = subprocess.run(["jack_lsp"], env=self.env, capture_output=True, text=True, timeout=10)
-        return [p.strip() for p in out.stdout.splitlines() if p.strip()]
+        super().__init__(rate=RATE, period=PERIOD, capture=2, playback=playback, log_dir=folder, realtime=realtime,
+                         prefix="stemstream_bench", log_name=f"jackd_{tag}.log")
+        self.env["PYTHONPATH"] = REPO
 
     def wait_ports(self, prefix: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -110,34 +92,6 @@ class Jack:
                 return found
             time.sleep(0.1)
         raise RuntimeError(f"no {prefix}* ports within {timeout} s")
-
-    def connect(self, src: str, dst: str) -> None:
-        subprocess.run(["jack_connect", src, dst], env=self.env, check=True, capture_output=True, timeout=10)
-
-    def disconnect(self, src: str, dst: str) -> None:
-        subprocess.run(["jack_disconnect", src, dst], env=self.env, capture_output=True, timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def late_clients(self) -> dict[str, int]:
-        """What jackd logged about its xruns: ``{"<client> (<its state>)": count}``. A client still
-        ``Triggered`` had not started the cycle (not scheduled in time); ``Running`` was still in it."""
-        found: dict[str, int] = {}
-        with open(self.log_path, errors="replace") as fh:
-            for line in fh:
-                m = re.search(r"XRun: client = (\S+) was not finished, state = (\w+)", line)
-                if m:
-                    key = f"{m.group(1)} ({m.group(2)})"
-                    found[key] = found.get(key, 0) + 1
-        return found
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:

@@ -244,7 +244,8 @@ def test_a_server_that_dies_ends_the_run_with_one_error_and_closed_files(files, 
         wait_for_ports(server, "PortAudio:out", proc=proc)
         kids = _children(proc.pid)
         time.sleep(1.0)
-        server.proc.kill()                      # the audio server goes away mid-run
+        server.proc.terminate()                 # the audio server goes away mid-run (SIGKILL would leave its
+        # entry in JACK's shared registry, which holds few servers: later servers would fail to start)
         out, err = proc.communicate(timeout=30)
     finally:
         server.stop()
