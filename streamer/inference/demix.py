@@ -68,6 +68,10 @@ def demix(
         runner = make_runner(model, chunk_size, device, precision, backend=backend, channels=mix.shape[0])
         if runner.backend != "onnx":
             runner = None
+        else:
+            # the ONNX core runs the windows of a batch side by side, one per thread: give it a batch
+            # per thread at least (the result does not depend on the batch size)
+            batch_size = max(batch_size, runner.core.threads)
     graph = None
     if runner is None and use_cuda_graph(cuda_graph, device):
         graph = capture(model, (batch_size, mix.shape[0], chunk_size), device, precision)

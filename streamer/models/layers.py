@@ -12,6 +12,13 @@ from rotary_embedding_torch import RotaryEmbedding
 from torch import nn
 
 
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=-1)`` to the bit (x / max(||x||, eps)), written with a broadcast division
+    instead of ``expand_as``: an exported graph then has no Expand node per norm (about 5% of the
+    demo model's time in ONNX Runtime)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(eps)
+
+
 class RMSNorm(nn.Module):
     """y = x / max(||x||, 1e-12) * sqrt(d) * gamma (no eps inside the root, no bias)."""
 
@@ -21,7 +28,7 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1) * self.scale * self.gamma
+        return l2_normalize(x) * self.scale * self.gamma
 
 
 class FeedForward(nn.Module):
@@ -85,8 +92,8 @@ class LinearAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
         q, k, v = rearrange(self.to_qkv(h), "b n (qkv h d) -> qkv b h d n", qkv=3, h=self.heads)
-        q = F.normalize(q, dim=-1) * self.temperature.exp()
-        k = F.normalize(k, dim=-1)
+        q = l2_normalize(q) * self.temperature.exp()
+        k = l2_normalize(k)
         out = F.scaled_dot_product_attention(
             q, k, v, scale=self.scale, dropout_p=self.dropout if self.training else 0.0
         )

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.dlpack import from_dlpack
 
 from .bands import DEFAULT_FREQS_PER_BANDS, MelBands
-from .layers import RMSNorm, Transformer, mlp
+from .layers import RMSNorm, Transformer, l2_normalize, mlp
 
 
 class BandSplit(nn.Module):
@@ -487,7 +487,7 @@ class _RoformerBase(nn.Module):
             n = len(bands)
             xg = _take(flat, cols, dim=1)
             xg = xg.reshape(rows, n, w).transpose(0, 1)                                # (n, BT, w)
-            xg = F.normalize(xg, dim=-1) * gammas.narrow(0, offset, n * w).view(n, 1, w)
+            xg = l2_normalize(xg) * gammas.narrow(0, offset, n * w).view(n, 1, w)
             offset += n * w
             outs.append(torch.baddbmm(bias, xg, weight))
         out = torch.cat(outs, dim=0)
@@ -569,8 +569,9 @@ class _RoformerBase(nn.Module):
     def _gather(self, packed_stft: torch.Tensor) -> torch.Tensor:
         return packed_stft
 
-    def _spread_masks(self, masks: torch.Tensor) -> torch.Tensor:
-        """Real masks (B, N, rows, T, 2) -> (B, N, F*S, T, 2) on the packed STFT rows."""
+    def _spread_masks(self, masks: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        """Real masks (B, N, rows, T, 2) -> (B, N, F*S, T, 2) on the packed STFT rows (the rows on
+        axis ``dim``: the ONNX core keeps them on axis 3, time-major)."""
         return masks
 
     def _output_length(self, length: int) -> int | None:
@@ -648,13 +649,17 @@ class MelBandRoformer(_RoformerBase):
     def _gather(self, packed_stft: torch.Tensor) -> torch.Tensor:
         return packed_stft.index_select(1, self.freq_indices)
 
-    def _spread_masks(self, masks: torch.Tensor) -> torch.Tensor:
-        """Sum the overlapping bands' masks into each STFT row, then average by bands per row."""
-        b, n, _, t, c = masks.shape
-        summed = masks.new_zeros(b, n, self.num_bands_per_row.shape[0], t, c)
-        index = self.freq_indices.view(1, 1, -1, 1, 1).expand(b, n, -1, t, c)
-        summed.scatter_add_(2, index, masks)
-        return summed / self.num_bands_per_row.view(1, 1, -1, 1, 1)
+    def _spread_masks(self, masks: torch.Tensor, dim: int = 2) -> torch.Tensor:
+        """Sum the overlapping bands' masks into each STFT row, then average by bands per row (the
+        rows on axis ``dim`` of a 5-D tensor)."""
+        shape = list(masks.shape)
+        shape[dim] = self.num_bands_per_row.shape[0]
+        summed = masks.new_zeros(shape)
+        along = [1] * masks.ndim
+        along[dim] = -1
+        index = self.freq_indices.view(along).expand(*masks.shape)
+        summed.scatter_add_(dim, index, masks)
+        return summed / self.num_bands_per_row.view(along)
 
     def _output_length(self, length: int) -> int | None:
         return length if self.match_input_audio_length else None

@@ -174,3 +174,23 @@ def test_session_threads(tmp_path):
     assert core.threads == 1
     assert core.session.get_providers() == ["CPUExecutionProvider"]
     assert os.path.getsize(core.path) > 0
+
+
+@pytest.mark.parametrize("kind", ["bs", "mel"])
+def test_a_batch_runs_its_windows_side_by_side_and_equals_torch(tmp_path, shared_cache, kind):
+    """With two threads a batch goes window by window to a one-thread session from two threads at
+    once; the result is the same as torch's, in order, for odd batch sizes too."""
+    model = build(tmp_path, kind)
+    core = OnnxCore(model, 2, 11025, threads=2, cache=shared_cache, log=lambda s: None)
+    audio = torch.randn(5, 2, 11025, generator=torch.Generator().manual_seed(3)) * 0.5
+    with torch.no_grad():
+        reference = model(audio)
+    for batch in (audio[:2], audio):
+        out = run_with_onnx(model, batch, core)
+        ref = reference[: batch.shape[0]]
+        assert float((out - ref).abs().max()) <= TOL * max(1.0, float(ref.abs().max()))
+    assert core._pool is not None and core._pool_session is not None
+    core.close()
+    assert core._pool is None
+    single = run_with_onnx(model, audio[:1], core)  # still runs after close()
+    assert float((single - reference[:1]).abs().max()) <= TOL * max(1.0, float(reference.abs().max()))

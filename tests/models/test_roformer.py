@@ -4,7 +4,8 @@ from einops import rearrange
 
 from streamer.models.roformer import BSRoformer, MelBandRoformer
 
-from conftest import randomize
+from conftest import TINY_BS, randomize, write_yaml
+import streamer
 
 SMALL = dict(dim=32, depth=2, heads=2, dim_head=16, stft_hop_length=441)
 
@@ -133,3 +134,30 @@ def test_rotary_frequencies_are_shared_per_axis():
     time_rot = {id(layer[0].layers[0][0].rotary_embed) for layer in model.layers}
     freq_rot = {id(layer[1].layers[0][0].rotary_embed) for layer in model.layers}
     assert len(time_rot) == 1 and len(freq_rot) == 1 and time_rot != freq_rot
+
+
+def test_l2_normalize_is_f_normalize_to_the_bit():
+    """The models' norm is written without expand_as (no Expand node per norm in an exported
+    graph); it must stay F.normalize exactly, zeros included, in fp32 and bf16."""
+    import torch.nn.functional as F
+
+    from streamer.models.layers import l2_normalize
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = (torch.randn(7, 5, 64, generator=g) * 10).to(dtype)
+        x[0] = 0
+        x[1, 2] = 1e-30
+        assert torch.equal(l2_normalize(x), F.normalize(x, dim=-1))
+
+
+def test_mel_masks_spread_along_any_axis(tmp_path):
+    """The ONNX core spreads the Mel masks with the rows on axis 3 (time-major); the result is the
+    rows-on-axis-2 spread, transposed."""
+    cfg = write_yaml(tmp_path / "mel.yaml", model_type="mel_band_roformer", model={**TINY_BS, "num_bands": 8})
+    model = streamer.build_model(streamer.load_config(cfg)).eval()
+    rows = int(model.freq_indices.shape[0])
+    masks = torch.randn(2, 3, rows, 9, 2, generator=torch.Generator().manual_seed(1))
+    spread = model._spread_masks(masks)
+    spread_t = model._spread_masks(masks.transpose(2, 3).contiguous(), dim=3)
+    assert torch.allclose(spread_t.transpose(2, 3), spread, atol=1e-6)
