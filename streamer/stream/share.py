@@ -30,6 +30,25 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _storage_order(tensors: list[torch.Tensor]) -> list[int]:
+    """The tensors' indices with the ones that share a storage together, in their order in it.
+
+    A Roformer keeps its per-band weights as views of one arena (``packed_weights``); copied into the
+    block in arena order they are again one contiguous run there, which the worker's model adopts as
+    its arena without copying (it would otherwise pack a private copy of the band weights: up to half
+    the model again in every worker)."""
+    first_seen: dict[int, int] = {}
+    keys = []
+    for i, t in enumerate(tensors):
+        try:
+            storage = t.untyped_storage().data_ptr()
+            offset = t.storage_offset()
+        except (RuntimeError, NotImplementedError):  # tensors without a plain storage keep their place
+            storage, offset = -1 - i, 0
+        keys.append((first_seen.setdefault(storage, i), offset, i))
+    return [i for _, _, i in sorted(keys)]
+
+
 def share_model(model):
     """A picklable stand-in for ``model``: a :class:`SharedModel` for an ``nn.Module``, the object
     itself for any other callable."""
@@ -49,11 +68,12 @@ def share_model(model):
                 slots.append((path, name, kind, unique[id(t)]))
     slots = list(dict.fromkeys(slots))  # a module reached twice lists its slots once
     by_dtype: dict[str, list[torch.Tensor]] = {}
-    layout = []
+    layout: list = [None] * len(tensors)
     offsets: dict[str, int] = {}
-    for t in tensors:
+    for i in _storage_order(tensors):
+        t = tensors[i]
         key = _dtype_name(t.dtype)
-        layout.append((key, offsets.get(key, 0), tuple(t.shape), isinstance(t, nn.Parameter)))
+        layout[i] = (key, offsets.get(key, 0), tuple(t.shape), isinstance(t, nn.Parameter))
         offsets[key] = offsets.get(key, 0) + t.numel()
         by_dtype.setdefault(key, []).append(t.detach().reshape(-1).cpu())
     blocks = {key: torch.cat(parts).share_memory_() for key, parts in by_dtype.items()}

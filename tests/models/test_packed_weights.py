@@ -342,3 +342,18 @@ def test_mixed_band_dtypes_fall_back_to_stacking(tmp_path):
     linear.weight.data = linear.weight.data.double()
     model.repack()
     assert holds(model) and not model._loose and close(run(model, audio), expected, tol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bs", "mel"])
+def test_a_worker_adopts_the_shared_arena_without_a_copy(tmp_path, kind):
+    """The per-band weights reach the worker process laid out in arena order inside the shared block:
+    the worker's model uses that memory as its arena (no private copy of the band weights)."""
+    model = build(tmp_path, kind)
+    audio = audio_for(model)
+    expected = run(model, audio)
+    shared = pickle.loads(pickle.dumps(share_model(model)))
+    worker = unshare_model(shared)
+    assert close(run(worker, audio), expected, tol=1e-6)
+    block = shared.blocks[str(worker._arena.dtype).replace("torch.", "")]
+    assert worker._arena.untyped_storage().data_ptr() == block.untyped_storage().data_ptr()
+    assert holds(worker)
