@@ -6,6 +6,8 @@ many chunks we run per forward call.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,164 @@ from .chunks import chunk_plan, chunk_weights
 from .graphs import capture, use_cuda_graph
 from .precision import autocast_context, resolve_precision
 from .runner import Model, make_runner, model_device, model_stems_output
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Where the chunks of an input of ``length`` samples go: the input is reflect-padded by ``border``
+    at both ends to ``padded`` samples and chunk ``i`` reads and writes ``starts[i]`` to ``starts[i] +
+    chunk_size`` of it (the last ones run past the end and are padded there)."""
+
+    length: int
+    chunk_size: int
+    num_overlap: int
+    border: int
+    padded: int
+    starts: tuple[int, ...]
+
+    @property
+    def step(self) -> int:
+        return self.chunk_size // self.num_overlap
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """The padded samples chunks ``first`` to ``last - 1`` read and write: [start, end)."""
+        return self.starts[first], min(self.starts[last - 1] + self.chunk_size, self.padded)
+
+    def ranges(self, max_chunks: int) -> list[tuple[int, int]]:
+        """The chunks cut into consecutive ranges of at most ``max_chunks``, as even as possible."""
+        n = len(self.starts)
+        parts = max(1, -(-n // max(1, int(max_chunks))))
+        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def plan_chunks(length: int, chunk_size: int, num_overlap: int) -> ChunkPlan:
+    border, padded, starts = chunk_plan(length, chunk_size, num_overlap)
+    return ChunkPlan(length, chunk_size, num_overlap, border, padded, tuple(starts))
+
+
+def check_mix(mix: np.ndarray) -> np.ndarray:
+    """``mix`` as an array, or AudioError saying what is wrong with it."""
+    mix = np.asarray(mix)
+    if mix.ndim != 2:
+        raise AudioError(f"mix must have shape (channels, samples), got {mix.shape}")
+    if not np.issubdtype(mix.dtype, np.floating):
+        raise AudioError(f"mix must be floating point audio, got {mix.dtype}")
+    if not np.isfinite(mix).all():
+        raise AudioError("mix contains NaN or infinite samples")
+    if mix.shape[1] == 0:
+        raise AudioError("mix is empty")
+    return mix
+
+
+def pad_for_chunks(mix: np.ndarray, plan: ChunkPlan) -> torch.Tensor:
+    """The (channels, padded) float32 signal the chunks are cut from."""
+    x = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))
+    if plan.border:
+        x = F.pad(x.unsqueeze(0), (plan.border, plan.border), mode="reflect").squeeze(0)
+    return x
+
+
+def demix_range(
+    model: Model,
+    span_audio: torch.Tensor,
+    plan: ChunkPlan,
+    first: int,
+    last: int,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    progress: bool = False,
+    cuda_graph: bool | None = None,
+    backend: str = "torch",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunks ``first`` to ``last - 1`` of ``plan``: the weighted sum of their stems and the sum of their
+    weights over their span, ``(stems, channels, n)`` and ``(channels, n)`` for the ``n`` samples of
+    ``plan.span(first, last)``. ``span_audio`` is that span of the padded signal (see
+    :func:`pad_for_chunks`). Ranges that together cover every chunk, added at their span's start, give
+    :func:`demix`'s sums exactly (the overlap-add is a sum of independent chunks); :func:`finish_chunks`
+    does that and the division. Arguments as :func:`demix`.
+    """
+    if batch_size < 1:
+        raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= first < last <= len(plan.starts):
+        raise SettingsError(f"chunk range {first}-{last} outside the plan's {len(plan.starts)} chunks")
+    span_start, span_end = plan.span(first, last)
+    if span_audio.shape[-1] != span_end - span_start:
+        raise SettingsError(f"chunks {first}-{last} span {span_end - span_start} samples, got {span_audio.shape[-1]}")
+    device = torch.device(device) if device is not None else model_device(model)
+    precision = resolve_precision(precision or "fp32", device)
+    chunk_size = plan.chunk_size
+    channels = span_audio.shape[0]
+    starts = list(plan.starts[first:last])
+    weights = chunk_weights(chunk_size, starts, plan.step, plan.padded)
+    x = span_audio
+
+    runner = None
+    if backend != "torch":
+        runner = make_runner(model, chunk_size, device, precision, backend=backend, channels=channels)
+        if runner.backend != "onnx":
+            runner = None
+        else:
+            # the ONNX core runs the windows of a batch side by side, one per thread: give it a batch
+            # per thread at least (the result does not depend on the batch size)
+            batch_size = max(batch_size, runner.core.threads)
+    graph = None
+    if runner is None and use_cuda_graph(cuda_graph, device):
+        graph = capture(model, (batch_size, channels, chunk_size), device, precision)
+
+    result: torch.Tensor | None = None
+    counter = torch.zeros(channels, span_end - span_start)
+    bar = tqdm(total=len(starts), desc="separating", unit="chunk", disable=not progress, leave=False)
+    with torch.inference_mode(), autocast_context(device, precision):
+        for b0 in range(0, len(starts), batch_size):
+            batch_starts = [s - span_start for s in starts[b0 : b0 + batch_size]]
+            chunks, sizes = [], []
+            for s in batch_starts:
+                part = x[:, s : s + chunk_size]
+                n = part.shape[1]
+                if n < chunk_size:
+                    mode = "reflect" if n > chunk_size // 2 else "constant"
+                    part = F.pad(part.unsqueeze(0), (0, chunk_size - n), mode=mode).squeeze(0)
+                chunks.append(part)
+                sizes.append(n)
+            batch = torch.stack(chunks).to(device)
+            if runner is not None:
+                out = runner.forward(batch).cpu()
+            else:
+                run = graph if graph is not None and batch.shape[0] == batch_size else model
+                out = model_stems_output(run(batch), chunk_size).cpu()
+            if result is None:
+                result = torch.zeros(out.shape[1], channels, span_end - span_start)
+            for j, (s, n) in enumerate(zip(batch_starts, sizes)):
+                w = weights[b0 + j][:n]
+                result[..., s : s + n] += out[j, ..., :n] * w
+                counter[:, s : s + n] += w
+            bar.update(len(batch_starts))
+    bar.close()
+    return result, counter
+
+
+def finish_chunks(plan: ChunkPlan, parts: list[tuple[int, torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """The stems (stems, channels, length) float32 from the ranges' sums: ``parts`` holds (span start,
+    weighted stems, weights) of ranges that together cover every chunk of ``plan`` once. One range of
+    all chunks gives :func:`demix`'s result bit for bit; several give it to float rounding (the sums
+    where ranges overlap are added in another order)."""
+    if len(parts) == 1 and parts[0][0] == 0 and parts[0][2].shape[-1] == plan.padded:
+        _, result, counter = parts[0]
+    else:
+        first = parts[0][1]
+        result = torch.zeros(first.shape[0], first.shape[1], plan.padded)
+        counter = torch.zeros(first.shape[1], plan.padded)
+        for start, numerator, weights in sorted(parts, key=lambda p: p[0]):
+            n = weights.shape[-1]
+            result[..., start : start + n] += numerator
+            counter[:, start : start + n] += weights
+    est = result / counter
+    est = torch.nan_to_num(est, nan=0.0)
+    if plan.border:
+        est = est[..., plan.border : plan.padded - plan.border]
+    return est.numpy().astype(np.float32, copy=False)
 
 
 def demix(
@@ -39,77 +199,18 @@ def demix(
 
     Border reflect padding, chunk padding (reflect when more than half a chunk is real audio,
     zeros otherwise), weighted overlap-add divided by the summed weights, and 0 where no chunk
-    contributes (0/0), all as the reference does.
+    contributes (0/0), all as the reference does. (The same sums in ranges, for long files split
+    between machines: :func:`demix_range` and :func:`finish_chunks`.)
     """
-    mix = np.asarray(mix)
-    if mix.ndim != 2:
-        raise AudioError(f"mix must have shape (channels, samples), got {mix.shape}")
-    if not np.issubdtype(mix.dtype, np.floating):
-        raise AudioError(f"mix must be floating point audio, got {mix.dtype}")
-    if not np.isfinite(mix).all():
-        raise AudioError("mix contains NaN or infinite samples")
+    mix = check_mix(mix)
     if batch_size < 1:
         raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
-    length = mix.shape[1]
-    if length == 0:
-        raise AudioError("mix is empty")
-    device = torch.device(device) if device is not None else model_device(model)
-    precision = resolve_precision(precision or "fp32", device)
-
-    border, padded, starts = chunk_plan(length, chunk_size, num_overlap)
-    step = chunk_size // num_overlap
-    x = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))
-    if border:
-        x = F.pad(x.unsqueeze(0), (border, border), mode="reflect").squeeze(0)
-    weights = chunk_weights(chunk_size, starts, step, padded)
-
-    runner = None
-    if backend != "torch":
-        runner = make_runner(model, chunk_size, device, precision, backend=backend, channels=mix.shape[0])
-        if runner.backend != "onnx":
-            runner = None
-        else:
-            # the ONNX core runs the windows of a batch side by side, one per thread: give it a batch
-            # per thread at least (the result does not depend on the batch size)
-            batch_size = max(batch_size, runner.core.threads)
-    graph = None
-    if runner is None and use_cuda_graph(cuda_graph, device):
-        graph = capture(model, (batch_size, mix.shape[0], chunk_size), device, precision)
-
-    result: torch.Tensor | None = None
-    counter = torch.zeros(mix.shape[0], padded)
-    bar = tqdm(total=len(starts), desc="separating", unit="chunk", disable=not progress, leave=False)
-    with torch.inference_mode(), autocast_context(device, precision):
-        for b0 in range(0, len(starts), batch_size):
-            batch_starts = starts[b0 : b0 + batch_size]
-            chunks, sizes = [], []
-            for s in batch_starts:
-                part = x[:, s : s + chunk_size]
-                n = part.shape[1]
-                if n < chunk_size:
-                    mode = "reflect" if n > chunk_size // 2 else "constant"
-                    part = F.pad(part.unsqueeze(0), (0, chunk_size - n), mode=mode).squeeze(0)
-                chunks.append(part)
-                sizes.append(n)
-            batch = torch.stack(chunks).to(device)
-            if runner is not None:
-                out = runner.forward(batch).cpu()
-            else:
-                run = graph if graph is not None and batch.shape[0] == batch_size else model
-                out = model_stems_output(run(batch), chunk_size).cpu()
-            if result is None:
-                result = torch.zeros(out.shape[1], mix.shape[0], padded)
-            for j, (s, n) in enumerate(zip(batch_starts, sizes)):
-                w = weights[b0 + j][:n]
-                result[..., s : s + n] += out[j, ..., :n] * w
-                counter[:, s : s + n] += w
-            bar.update(len(batch_starts))
-    bar.close()
-    est = result / counter
-    est = torch.nan_to_num(est, nan=0.0)
-    if border:
-        est = est[..., border : padded - border]
-    return est.numpy().astype(np.float32, copy=False)
+    plan = plan_chunks(mix.shape[1], chunk_size, num_overlap)
+    x = pad_for_chunks(mix, plan)
+    numerator, counter = demix_range(model, x, plan, 0, len(plan.starts), batch_size=batch_size, device=device,
+                                     precision=precision, progress=progress, cuda_graph=cuda_graph,
+                                     backend=backend)
+    return finish_chunks(plan, [(0, numerator, counter)])
 
 
 def demix_tta(model: Model, mix: np.ndarray, chunk_size: int, num_overlap: int, **kwargs) -> np.ndarray:
