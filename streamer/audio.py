@@ -3,6 +3,7 @@
 Writing output files and folders, atomically, is ``streamer.outputs``."""
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -27,6 +28,20 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if data.shape[0] == 0:
         raise AudioError(f"audio file is empty: {path}")
     return np.ascontiguousarray(data.T), int(rate)
+
+
+def read_audio_bytes(data: bytes, where: str) -> tuple[np.ndarray, int]:
+    """:func:`read_audio` of a file's contents (the same samples): (channels, samples) float32 and
+    its sample rate. ``where`` names the file in errors."""
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+        # libsndfile's own words, without the "Error opening <_io.BytesIO object at 0x...>" around them
+        reason = getattr(exc, "error_string", None) or str(exc)
+        raise AudioError(f"cannot read audio {where}: {reason}") from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"audio file is empty: {where}")
+    return np.ascontiguousarray(samples.T), int(rate)
 
 
 def check_finite(audio: np.ndarray, where: str) -> None:

@@ -39,7 +39,29 @@ def register(sub) -> None:
                      help="sample format: FLOAT (default for wav), PCM_16, PCM_24 (default for flac)")
     sep.add_argument("--output-rate", choices=["input", "model"], default="input",
                      help="write stems at the input file's sample rate (default) or the model's")
+    sep.add_argument("--recursive", action="store_true",
+                     help="folders: take the audio files in their subfolders too; the stems keep the "
+                          "library's layout (OUT/<path inside the folder>/<stem>.wav)")
     sep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ray_group = sep.add_argument_group(
+        "cluster (--ray; needs the extra: pip install 'stemstream[cluster]')",
+        "Separate on a Ray cluster: a local Ray instance on this machine, or the cluster at ADDRESS "
+        "(ray://head:10001, or head:6379 from a node of it). Inputs are read and stems written here; the "
+        "model travels to the workers through Ray. OUT/manifest.jsonl records every file; a rerun skips "
+        "the files already done with the same model and settings. Exit status 1 if any file failed.")
+    ray_group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                           help="run on Ray (no ADDRESS: a local instance using this machine's CPUs/GPUs)")
+    ray_group.add_argument("--local-cpus", type=positive_int(4096),
+                           help="CPUs the local Ray instance may use (default: all of this machine's)")
+    ray_group.add_argument("--workers", type=positive_int(4096),
+                           help="separator workers (default: as many as the cluster's CPUs, or GPUs, allow)")
+    ray_group.add_argument("--cpus-per-worker", type=float, default=1.0,
+                           help="CPUs (and torch threads) per worker (default 1)")
+    ray_group.add_argument("--gpus-per-worker", type=float, default=0.0,
+                           help="GPUs per worker (default 0: CPU workers; 1: one GPU each, 0.5: two per GPU)")
+    ray_group.add_argument("--split-seconds", type=float, default=600.0,
+                           help="files longer than this are split into ranges that separate on different "
+                                "workers and are merged exactly (default 600; 0: never split)")
     sep.set_defaults(func=cmd_separate)
 
     ins = sub.add_parser("inspect", help="describe a checkpoint's architecture (and check it against a config)")
@@ -54,11 +76,14 @@ def cmd_separate(args: argparse.Namespace) -> int:
     from streamer.inference.separate import SeparationOptions, list_inputs, plan_outputs, separate_file
     from streamer.outputs import output_folder
 
-    inputs = list_inputs(args.inputs)
-    for p in inputs:
+    inputs = list_inputs(args.inputs, recursive=args.recursive)
+    for item in inputs:
+        p = item[0] if isinstance(item, tuple) else item
         if not os.path.isfile(p):
             raise AudioError(f"audio file not found: {p}")
     plan = plan_outputs(inputs, args.out)  # inputs that would write the same stems folder: refused before any work
+    if args.ray is not None:
+        return _separate_on_ray(args, plan)
     with output_folder(args.out):  # a folder this run creates is removed again if the run fails
         loaded = load_from_args(args)
         if args.chunk_size is not None:
@@ -78,6 +103,49 @@ def cmd_separate(args: argparse.Namespace) -> int:
             print(f"{path}: {len(result.files)} stems in {took:.1f} s ({took / max(seconds, 1e-9):.2f}x real time)"
                   f" -> {folder}")
     return 0
+
+
+def _separate_on_ray(args: argparse.Namespace, plan: dict[str, str]) -> int:
+    from streamer.cluster import ray_available
+    from streamer.errors import SettingsError
+
+    if not ray_available():
+        raise SettingsError("--ray needs Ray: pip install 'stemstream[cluster]' (or pip install 'ray[data]')")
+    for flag, value in (("--cpus-per-worker", args.cpus_per_worker), ("--gpus-per-worker", args.gpus_per_worker),
+                        ("--split-seconds", args.split_seconds)):
+        if not value >= 0 or value != value or value == float("inf"):
+            raise SettingsError(f"{flag} must be a finite number >= 0, got {value:g}")
+    if args.local_cpus is not None and args.ray != "local":
+        raise SettingsError("--local-cpus sizes a local Ray instance; with a cluster ADDRESS the cluster decides")
+    if args.cpus_per_worker <= 0 and args.gpus_per_worker <= 0:
+        raise SettingsError("--cpus-per-worker 0 needs --gpus-per-worker above 0")
+    from streamer.inference.loader import load_model
+    from streamer.inference.separate import SeparationOptions
+    from streamer.cluster.job import JobOptions, ModelSource, run_job
+
+    # the model is loaded here once first (on the CPU), so that a wrong config or checkpoint is one
+    # error line before any cluster starts
+    checked = load_model(args.config, args.checkpoint, device="cpu", precision="fp32",
+                         trust=args.trust_checkpoint, model_type=args.model_type)
+    if args.chunk_size is not None:
+        check_length(f"--chunk-size {args.chunk_size}", args.chunk_size, checked.config)
+    config = checked.config
+    del checked
+    subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
+    opts = SeparationOptions(
+        chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
+        instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
+        device=args.device, precision=args.precision, backend=args.backend, progress=False,
+    )
+    source = ModelSource.from_files(config, args.config, args.checkpoint, device=args.device,
+                                    precision=args.precision, trust=args.trust_checkpoint)
+    job = JobOptions(address=None if args.ray == "local" else args.ray, workers=args.workers,
+                     cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                     split_seconds=args.split_seconds, num_cpus=args.local_cpus, progress=not args.no_progress and sys.stderr.isatty())
+    summary = run_job(plan, args.out, source, opts, job)
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -45,6 +45,29 @@ def instrumental_source(config: Config) -> str:
     return "vocals" if "vocals" in config.stems else config.stems[0]
 
 
+def normalize_mix(mix: np.ndarray, config: Config) -> tuple[np.ndarray, float | None, float | None]:
+    """The model's input and the (mean, std) to undo on its output: the mix standardised when the
+    config asks for it (``inference.normalize``) and it is not silent, else the mix and (None, None)."""
+    if config.normalize:
+        mono = mix.mean(axis=0)
+        mean, std = float(mono.mean()), float(mono.std())
+        if std > 0:
+            return (mix - mean) / std, mean, std
+    return mix, None, None
+
+
+def stems_from_estimate(est: np.ndarray, mix: np.ndarray, mean: float | None, std: float | None, config: Config,
+                        instrumental: bool) -> dict[str, np.ndarray]:
+    """The named stems from the model's estimate (stems, channels, samples), normalisation undone, plus
+    the instrumental (mix minus :func:`instrumental_source`) when asked."""
+    if mean is not None:
+        est = est * std + mean
+    stems = {name: est[i] for i, name in enumerate(config.stems)}
+    if instrumental:
+        stems["instrumental"] = (mix - stems[instrumental_source(config)]).astype(np.float32)
+    return stems
+
+
 def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
                    opts: SeparationOptions | None = None) -> dict[str, np.ndarray]:
     """Separate a (channels, samples) array already at the model's rate and channel count."""
@@ -52,24 +75,16 @@ def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
     chunk = opts.chunk_size or config.chunk_size
     overlap = opts.num_overlap or config.num_overlap
     batch = opts.batch_size or config.batch_size
-    x = mix
-    mean = std = None
-    if config.normalize:
-        mono = mix.mean(axis=0)
-        mean, std = float(mono.mean()), float(mono.std())
-        if std > 0:
-            x = (mix - mean) / std
-        else:
-            mean = std = None
+    x, mean, std = normalize_mix(mix, config)
     run = demix_tta if opts.tta else demix
     est = run(model, x, chunk, overlap, batch_size=batch, device=opts.device,
               precision=opts.precision, progress=opts.progress, backend=opts.backend)
-    if mean is not None:
-        est = est * std + mean
-    stems = {name: est[i] for i, name in enumerate(config.stems)}
-    if opts.instrumental:
-        stems["instrumental"] = (mix - stems[instrumental_source(config)]).astype(np.float32)
-    return stems
+    return stems_from_estimate(est, mix, mean, std, config, opts.instrumental)
+
+
+def model_input(audio: np.ndarray, rate: int, config: Config, where: str) -> np.ndarray:
+    """A file's audio at the model's rate and channel count."""
+    return adapt_channels(resample(audio, rate, config.sample_rate), config.channels, where)
 
 
 def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: str,
@@ -92,30 +107,52 @@ def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: st
     _check_outside(path, folder)
     stems_folder = AtomicFolder(folder, replaceable=[*config.stems, "instrumental"])
     stems_folder.check()  # before the long work, and again when swapping into place
-    x = resample(audio, rate, config.sample_rate)
-    x = adapt_channels(x, config.channels, path)
+    x = model_input(audio, rate, config, path)
     stems = separate_array(model, config, x, opts)
-
-    out_rate = rate if opts.output_rate == "input" else config.sample_rate
     result = SeparationResult(stems=stems, sample_rate=config.sample_rate)
-    subtype = opts.subtype
-    if opts.fmt == "flac" and subtype == "FLOAT":
-        subtype = "PCM_24"
-    with stems_folder as writer:  # all stems appear together, or none on failure
-        for stem, data in stems.items():
-            data = resample(data, config.sample_rate, out_rate)
-            if out_rate == rate:  # exactly the input's length, whatever resampling rounding did
-                data = _fit_length(data, audio.shape[1])
-            if subtype and subtype.startswith("PCM") and np.abs(data).max(initial=0) > 1.0:
-                log.warning("%s/%s clips above full scale; use --subtype FLOAT to keep the peaks", name, stem)
-            target = os.path.join(folder, f"{stem}.{opts.fmt}")
-            writer.write(target, data, out_rate, subtype)
-            result.files.append(target)
+    result.files = write_stems(stems, config, folder, rate, audio.shape[1], opts, stems_folder, name)
     return result
 
 
-def plan_outputs(inputs: list[str], out_dir: str) -> dict[str, str]:
-    """The stems folder of each input, in input order: ``out_dir/<file name without extension>``.
+def stem_files(stems: list[str], folder: str, opts: SeparationOptions) -> list[str]:
+    """The files :func:`write_stems` writes for these stem names."""
+    return [os.path.join(folder, f"{stem}.{opts.fmt}") for stem in stems]
+
+
+def output_stems(config: Config, opts: SeparationOptions) -> list[str]:
+    """The stem names a separation with ``opts`` writes."""
+    return [*config.stems, *(["instrumental"] if opts.instrumental else [])]
+
+
+def write_stems(stems: dict[str, np.ndarray], config: Config, folder: str, rate: int, length: int,
+                opts: SeparationOptions, stems_folder: AtomicFolder | None = None, name: str = "") -> list[str]:
+    """Write the stems (at the model's rate) into ``folder``, all together or none (AtomicFolder): at
+    the input's ``rate`` and exact ``length`` (or the model's rate with ``output_rate="model"``), in
+    ``opts.fmt``/``opts.subtype``. Returns the files written."""
+    if stems_folder is None:
+        stems_folder = AtomicFolder(folder, replaceable=[*config.stems, "instrumental"])
+    out_rate = rate if opts.output_rate == "input" else config.sample_rate
+    subtype = opts.subtype
+    if opts.fmt == "flac" and subtype == "FLOAT":
+        subtype = "PCM_24"
+    files = []
+    with stems_folder as writer:  # all stems appear together, or none on failure
+        for (stem, data), target in zip(stems.items(), stem_files(list(stems), folder, opts)):
+            data = resample(data, config.sample_rate, out_rate)
+            if out_rate == rate:  # exactly the input's length, whatever resampling rounding did
+                data = _fit_length(data, length)
+            if subtype and subtype.startswith("PCM") and np.abs(data).max(initial=0) > 1.0:
+                log.warning("%s/%s clips above full scale; use --subtype FLOAT to keep the peaks", name, stem)
+            writer.write(target, data, out_rate, subtype)
+            files.append(target)
+    return files
+
+
+def plan_outputs(inputs: list, out_dir: str) -> dict[str, str]:
+    """The stems folder of each input, in input order: ``out_dir/<file name without extension>``, or
+    ``out_dir/<name>`` for an input given as a ``(path, name)`` pair (:func:`list_inputs` with
+    ``recursive=True`` names files by their path inside the folder given, so a library's layout is
+    kept).
 
     Checks only names (reads and creates nothing), so it can run before any work. Raises one AudioError
     listing every folder that two or more inputs would write (``a/song.wav b/song.wav``, ``song.wav
@@ -124,18 +161,19 @@ def plan_outputs(inputs: list[str], out_dir: str) -> dict[str, str]:
     """
     plan: dict[str, str] = {}
     groups: dict[str, list[str]] = {}
-    for path in inputs:
-        folder = os.path.join(out_dir, _base_name(path))
+    pairs = [item if isinstance(item, tuple) else (item, _base_name(item)) for item in inputs]
+    for path, name in pairs:
+        folder = os.path.join(out_dir, name)
         groups.setdefault(os.path.abspath(folder).casefold(), []).append(path)
         plan.setdefault(path, folder)
     clashes = [paths for paths in groups.values() if len(paths) > 1]
     if clashes:
-        listed = "; ".join(f"{os.path.join(out_dir, _base_name(paths[0]))} <- {', '.join(paths)}" for paths in clashes)
+        listed = "; ".join(f"{plan[paths[0]]} <- {', '.join(paths)}" for paths in clashes)
         raise AudioError(f"{sum(map(len, clashes))} inputs would write the same stems folder"
                          f"{'s' if len(clashes) > 1 else ''}: {listed}; rename them or separate them into "
                          f"different --out folders")
     folders = {os.path.realpath(f): f for f in plan.values()}
-    for path in inputs:
+    for path, _ in pairs:
         p = os.path.realpath(path)
         while os.path.dirname(p) != p:
             p = os.path.dirname(p)
@@ -162,15 +200,27 @@ def _fit_length(data: np.ndarray, length: int) -> np.ndarray:
     return np.pad(data, ((0, 0), (0, length - data.shape[1])))
 
 
-def list_inputs(paths: list[str]) -> list[str]:
-    """Files as given; folders expand to the audio files directly inside them (sorted)."""
-    found = []
+def list_inputs(paths: list[str], recursive: bool = False) -> list:
+    """Files as given; folders expand to the audio files directly inside them (sorted). With
+    ``recursive``, folders expand to the audio files anywhere below them, and every input comes as a
+    ``(path, name)`` pair for :func:`plan_outputs`: its path inside the folder given, without the
+    extension (``library/live/set.flac`` -> ``live/set``), so the stems keep the library's layout."""
+    found: list = []
     for p in paths:
         if os.path.isdir(p):
-            entries = sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(AUDIO_EXTENSIONS))
+            if recursive:
+                entries = []
+                for root, dirs, files in os.walk(p):
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    entries.extend(os.path.join(root, f) for f in sorted(files)
+                                   if f.lower().endswith(AUDIO_EXTENSIONS) and not f.startswith("."))
+                entries = [(e, os.path.splitext(os.path.relpath(e, p))[0]) for e in entries]
+            else:
+                entries = sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(AUDIO_EXTENSIONS))
             if not entries:
-                raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in folder {p}")
+                raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in folder {p}"
+                                 f"{' or below it' if recursive else ''}")
             found.extend(entries)
         else:
-            found.append(p)
+            found.append((p, _base_name(p)) if recursive else p)
     return found

@@ -110,3 +110,26 @@ def test_failed_write_leaves_nothing_behind(tmp_path, model_files, song, capsys,
                             "--instrumental"], capsys)
     _assert_one_line_error(code, err, "disk full")
     assert len(calls) == 2 and _no_outputs(out)
+
+
+def test_recursive_folder_keeps_the_library_layout(tmp_path, model_files, capsys):
+    cfg_path, ckpt, _, _ = model_files
+    lib = tmp_path / "library"
+    (lib / "live" / "2026").mkdir(parents=True)
+    (lib / ".hidden").mkdir()
+    mix, _ = generated_clip(1.0, 44100, seed=3)
+    sf.write(lib / "top.wav", mix.T, 44100)
+    sf.write(lib / "live" / "2026" / "set.flac", mix.T, 44100)
+    sf.write(lib / "live" / "top.wav", mix.T, 44100)   # same name as ../top.wav: another folder, no clash
+    sf.write(lib / ".hidden" / "skip.wav", mix.T, 44100)
+    out = tmp_path / "stems"
+    code, stdout, _ = run_cli(["separate", lib, "--config", cfg_path, "--checkpoint", ckpt, "--out", out,
+                               "--recursive"], capsys)
+    assert code == 0
+    for folder in ("top", "live/top", "live/2026/set"):
+        assert (out / folder / "vocals.wav").is_file(), folder
+    assert not (out / "skip").exists() and not (out / ".hidden").exists()
+    # without --recursive the subfolders are not searched, and the same names clash
+    code, _, err = run_cli(["separate", lib / "top.wav", lib / "live" / "top.wav", "--config", cfg_path,
+                            "--checkpoint", ckpt, "--out", tmp_path / "flat"], capsys)
+    _assert_one_line_error(code, err, "would write the same stems folder")

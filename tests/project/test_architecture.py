@@ -2,8 +2,9 @@
 
 * ``bridge`` uses ``streamer``, never the reverse;
 * inside ``streamer`` each package imports only the layers below it (models < msst < inference <
-  stream < lab; ``audio``, ``outputs``, ``errors`` and ``assets`` are the ground), so runtime code never imports
-  the lab tooling and ``stream`` never imports offline ``demix``;
+  stream < lab, and inference < cluster; ``audio``, ``outputs``, ``errors`` and ``assets`` are the ground), so
+  runtime code never imports the lab tooling, ``stream`` never imports offline ``demix`` and nothing but the
+  CLI reaches the cluster job (the one place Ray is imported);
 * in ``bridge`` the audio path (``plugin``, ``mix``, ``live``, ``control``) never imports the lab tooling; the
   CLI may;
 * no module imports its own package's ``__init__`` face;
@@ -32,6 +33,8 @@ ALLOWED = {
                            "streamer.outputs", "streamer.errors"),
     "streamer.stream": ("streamer.stream", "streamer.inference.runner", "streamer.inference.precision",
                         "streamer.inference.chunks", "streamer.msst", "streamer.errors"),
+    "streamer.cluster": ("streamer.cluster", "streamer.inference", "streamer.msst", "streamer.audio",
+                         "streamer.outputs", "streamer.errors"),
     "streamer.lab": ("streamer.lab", "streamer.stream", "streamer.inference", "streamer.msst", "streamer.models",
                      "streamer.audio", "streamer.outputs", "streamer.errors", "streamer.assets"),
     "bridge.mix": ("bridge.mix", "streamer.errors", "streamer.audio"),

@@ -1,0 +1,563 @@
+"""Separating a library of files on a Ray cluster (``stemstream separate --ray``).
+
+What runs where:
+
+* the driver (this process) lists and hashes the inputs, reads each file's bytes, keeps the manifest,
+  merges the ranges of long files and writes every stem file (atomically, as ``separate`` does): the
+  inputs and the outputs live on the driver's disks, nothing is assumed shared with the cluster;
+* decode tasks (any node) decode the bytes, resample to the model's rate, adapt the channels,
+  normalise and pad;
+* separator actors, one per worker (a GPU each when ``gpus_per_worker`` asks), load the model once from
+  the config and the checkpoint's bytes shipped through Ray's object store, then separate ranges of
+  chunks (:func:`streamer.inference.demix.demix_range`). A file longer than ``split_seconds`` is cut
+  into several ranges that run on different workers; their sums are added back exactly.
+
+At most ``workers + 2`` files are in flight (read, decoded or separating): decoding never runs far
+ahead of separation, so memory stays bounded whatever the library's size. A worker or a node that
+dies loses only its range in progress, which goes to another worker; its actor is replaced.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+import ray
+import soundfile as sf
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import check_finite, read_audio_bytes
+from ..errors import AudioError, SettingsError
+from ..inference.demix import check_mix, demix_range, finish_chunks, pad_for_chunks, plan_chunks
+from ..inference.separate import (SeparationOptions, model_input, normalize_mix, output_stems, stem_files,
+                                  stems_from_estimate, write_stems)
+from ..msst.config import Config
+from .manifest import Manifest, hash_bytes, hash_file, model_key
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3          # tries of one range (or one decode) against lost workers and nodes
+IN_FLIGHT_EXTRA = 2   # files in flight beyond one per worker
+STALL_SECONDS = 600   # no worker able to run for this long: the job stops
+
+
+@dataclasses.dataclass
+class ModelSource:
+    """What the workers build the model from: the config and the checkpoint's bytes (shipped through
+    Ray, not read from the workers' disks), and how to load it."""
+
+    config: Config
+    config_text: bytes
+    checkpoint: bytes
+    checkpoint_name: str
+    device: str = "auto"
+    precision: str = "auto"
+    trust: bool = False
+
+    @classmethod
+    def from_files(cls, config: Config, config_path: str, checkpoint_path: str, device: str = "auto",
+                   precision: str = "auto", trust: bool = False) -> "ModelSource":
+        with open(config_path, "rb") as fh:
+            text = fh.read()
+        with open(checkpoint_path, "rb") as fh:
+            weights = fh.read()
+        return cls(config, text, weights, os.path.basename(checkpoint_path), device, precision, trust)
+
+    @property
+    def key(self) -> str:
+        return model_key(self.config_text + f"\n#model_type={self.config.model_type}".encode(), self.checkpoint)
+
+
+@dataclasses.dataclass
+class JobOptions:
+    address: str | None = None          # None: start a local Ray instance on this machine
+    workers: int | None = None          # default: as many as the cluster's CPUs (or GPUs) allow
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    split_seconds: float = 600.0        # 0: never split a file
+    num_cpus: int | None = None         # CPUs of a local instance (default: all)
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class JobSummary:
+    done: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    workers: list[tuple[str, float]] = dataclasses.field(default_factory=list)   # (label, utilisation)
+    retried: int = 0                    # ranges or decodes run again after a worker or node was lost
+    replaced: int = 0                   # actors replaced
+
+    @property
+    def rtf(self) -> float:
+        """Audio seconds separated per wall second."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"{len(self.done)} separated, {len(self.skipped)} already done (skipped), {len(self.failed)} failed; "
+               f"{_duration(self.audio_seconds)} of audio in {_duration(self.wall_seconds)}: "
+               f"{self.rtf:.2f}x real time (audio seconds per second)"
+               + (f" ({self.retried} retried after a lost worker, {self.replaced} workers replaced)"
+                  if self.retried or self.replaced else "")]
+        if self.workers:
+            out.append("workers busy: " + ", ".join(f"{label} {100 * u:.0f}%" for label, u in self.workers))
+        for path, reason in self.failed:
+            out.append(f"failed: {path}: {reason}")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def job_settings(config: Config, opts: SeparationOptions, precision: str) -> dict[str, Any]:
+    """What a file's stems depend on besides the model and the input (the manifest compares it)."""
+    return {
+        "chunk_size": int(opts.chunk_size or config.chunk_size),
+        "num_overlap": int(opts.num_overlap or config.num_overlap),
+        "tta": bool(opts.tta), "instrumental": bool(opts.instrumental), "output_rate": opts.output_rate,
+        "format": opts.fmt, "subtype": opts.subtype, "precision": precision,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- remote
+def _decode(data: bytes, where: str, config: Config, chunk: int, overlap: int):
+    """File bytes -> (meta, model input x, padded normalised signal): as ``separate`` prepares a file."""
+    audio, rate = read_audio_bytes(data, where)
+    check_finite(audio, where)
+    x = model_input(audio, rate, config, where)
+    xn, mean, std = normalize_mix(x, config)
+    xn = check_mix(xn)
+    plan = plan_chunks(xn.shape[1], chunk, overlap)
+    padded = pad_for_chunks(xn, plan).numpy()
+    meta = {"rate": rate, "length": int(audio.shape[1]), "mean": mean, "std": std, "plan": plan,
+            "seconds": audio.shape[1] / rate}
+    return meta, x, padded
+
+
+class _Separator:
+    """One worker: the model, loaded once, separating ranges of chunks."""
+
+    def __init__(self, source: ModelSource, checkpoint: bytes, opts: SeparationOptions, threads: int):
+        from ..inference.loader import load_model
+
+        torch.set_num_threads(max(1, threads))
+        with tempfile.TemporaryDirectory(prefix="stemstream-model-") as folder:
+            path = os.path.join(folder, source.checkpoint_name)
+            with open(path, "wb") as fh:
+                fh.write(checkpoint)
+            loaded = load_model(source.config, path, device=source.device, precision=source.precision,
+                                trust=source.trust)
+        self.model = loaded.model.eval()
+        self.device = loaded.device
+        self.precision = loaded.precision
+        self.opts = opts
+        self.batch = int(opts.batch_size or source.config.batch_size)
+        self.label = f"{ray.util.get_node_ip_address()}:{os.getpid()}" + (f" {self.device}" if self.device.type != "cpu" else "")
+
+    def ready(self) -> str:
+        return self.label
+
+    def separate(self, padded: np.ndarray, plan, first: int, last: int, tta: bool):
+        t0 = time.perf_counter()
+        start, end = plan.span(first, last)
+        span = torch.from_numpy(np.array(padded[:, start:end], dtype=np.float32))
+        passes = [span, span.flip(0), -span] if tta else [span]
+        sums = []
+        for x in passes:
+            numerator, weights = demix_range(self.model, x, plan, first, last, batch_size=self.batch,
+                                             device=self.device, precision=self.precision,
+                                             backend=self.opts.backend)
+            sums.append((numerator.numpy(), weights.numpy()))
+        return start, sums, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------- driver
+@dataclasses.dataclass
+class _File:
+    path: str
+    folder: str
+    content: str
+    seconds: float                      # from the header, for the progress bar (0 if unreadable)
+    refs: tuple | None = None           # (meta, x, padded) object refs
+    meta: dict | None = None
+    units: list = dataclasses.field(default_factory=list)    # (first, last)
+    parts: dict = dataclasses.field(default_factory=dict)    # unit -> (start, sums)
+    data_ref: Any = None                # the file's bytes in the object store, until decoded
+    queued: set = dataclasses.field(default_factory=set)      # units queued or running
+    decoding: bool = False
+    decode_tries: int = 0
+    started: float = 0.0
+    failed: str | None = None
+
+
+@dataclasses.dataclass
+class _Slot:
+    index: int
+    actor: Any = None
+    ready_ref: Any = None
+    ready: bool = False
+    label: str = ""
+    running: int = 0
+    busy: float = 0.0
+    since: float = 0.0
+    failures: int = 0                   # starts in a row that did not get ready
+
+
+def _header_seconds(path: str) -> float:
+    try:
+        info = sf.info(path)
+        return info.frames / info.samplerate if info.samplerate else 0.0
+    except Exception:  # noqa: BLE001 - unreadable files fail later, with their reason
+        return 0.0
+
+
+def _clean_leftovers(folder: str) -> None:
+    """Remove what an interrupted earlier job left next to ``folder``: AtomicFolder's staging
+    (``.NAME.part*``) and set-aside (``.NAME.old*``) folders. The manifest's lock is held."""
+    parent, base = os.path.split(os.path.abspath(folder))
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for name in entries:
+        if name.startswith(f".{base}.part") or name.startswith(f".{base}.old"):
+            target = os.path.join(parent, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                try:
+                    os.remove(target)
+                except OSError:
+                    pass
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    if cause is not None and not isinstance(exc, ray.exceptions.RayActorError):
+        exc = cause
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _is_lost_worker(exc: BaseException) -> bool:
+    """A failure of the machinery (a worker, an actor or a node gone, an object lost), not of the file."""
+    return isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError)
+
+
+def run_job(plan: dict[str, str], out_dir: str, source: ModelSource, opts: SeparationOptions,
+            job: JobOptions, say: Callable[[str], Any] = print) -> JobSummary:
+    """Separate the files of ``plan`` (input path -> stems folder, see ``plan_outputs``) on Ray and
+    return what happened. Files already done with the same content, model and settings (the manifest
+    in ``out_dir``) are skipped; a file that fails is recorded with its reason and the job goes on."""
+    summary = JobSummary()
+    t_start = time.perf_counter()
+    settings = job_settings(source.config, opts, source.precision)
+    model = source.key
+    with Manifest(out_dir) as manifest:
+        if manifest.unreadable_lines:
+            say(f"manifest: {manifest.unreadable_lines} unreadable line(s) ignored (a job interrupted while writing)")
+        todo: list[_File] = []
+        names = output_stems(source.config, opts)
+        for path, folder in plan.items():
+            try:
+                content = hash_file(path)
+            except OSError as exc:
+                reason = f"cannot read {path}: {exc.strerror or exc}"
+                manifest.append({"input": path, "hash": None, "model": model, "settings": settings,
+                                 "status": "failed", "duration": None, "seconds": 0.0, "error": reason,
+                                 "output": folder})
+                summary.failed.append((path, reason))
+                continue
+            if manifest.is_done(path, content, model, settings, stem_files(names, folder, opts)):
+                summary.skipped.append(path)
+                continue
+            todo.append(_File(path, folder, content, _header_seconds(path)))
+        for f in todo:
+            _clean_leftovers(f.folder)
+        if todo:
+            _Runner(todo, manifest, source, opts, job, settings, model, summary, say).run()
+    summary.wall_seconds = time.perf_counter() - t_start
+    return summary
+
+
+class _Runner:
+    def __init__(self, todo, manifest, source, opts, job, settings, model, summary, say):
+        self.todo = collections.deque(todo)
+        self.manifest = manifest
+        self.source = source
+        self.opts = opts
+        self.job = job
+        self.settings = settings
+        self.model = model
+        self.summary = summary
+        self.say = say
+        self.chunk = int(opts.chunk_size or source.config.chunk_size)
+        self.overlap = int(opts.num_overlap or source.config.num_overlap)
+        self.waiting: dict[Any, tuple] = {}      # object ref -> what it is
+        self.units: collections.deque = collections.deque()   # (file, unit, tries)
+        self.active: list[_File] = []
+        self.slots: list[_Slot] = []
+        self.started_ray = False
+
+    # -------------------------------------------------------------- cluster
+    def _start_ray(self) -> None:
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "logging_level": logging.ERROR, "configure_logging": True}
+            if self.job.address:
+                ray.init(address=self.job.address, **kwargs)
+            else:
+                ray.init(address="local", num_cpus=self.job.num_cpus, **kwargs)  # always a new instance
+            self.started_ray = True
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        if self.job.gpus_per_worker > 0:
+            if gpus < self.job.gpus_per_worker:
+                raise SettingsError(f"--gpus-per-worker {self.job.gpus_per_worker:g}: the cluster has "
+                                    f"{gpus:g} GPUs; drop the flag to run on CPUs")
+            possible = int(gpus // self.job.gpus_per_worker)
+        else:
+            possible = max(1, int(cpus // max(self.job.cpus_per_worker, 1e-9)))
+        n = min(self.job.workers or possible, possible)
+        if self.job.workers and self.job.workers > possible:
+            self.say(f"the cluster has room for {possible} workers ({cpus:g} CPUs, {gpus:g} GPUs); running {n}")
+        self.checkpoint_ref = ray.put(self.source.checkpoint)
+        self.decode = ray.remote(_decode).options(num_cpus=0, num_returns=3, max_retries=ATTEMPTS,
+                                                  retry_exceptions=False)
+        self.actor_class = ray.remote(_Separator).options(
+            num_cpus=self.job.cpus_per_worker, num_gpus=self.job.gpus_per_worker, max_restarts=0,
+            max_task_retries=0)
+        self.slots = [_Slot(i) for i in range(n)]
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        threads = max(1, int(round(self.job.cpus_per_worker)))
+        slot.actor = self.actor_class.remote(self.source, self.checkpoint_ref, self.opts, threads)
+        slot.ready_ref = slot.actor.ready.remote()
+        slot.ready, slot.running = False, 0
+        self.waiting[slot.ready_ref] = ("ready", slot)
+
+    def _replace(self, slot: _Slot) -> None:
+        try:
+            ray.kill(slot.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self.summary.replaced += 1
+        self._spawn(slot)
+
+    # -------------------------------------------------------------- files
+    def _admit(self) -> None:
+        limit = len(self.slots) + IN_FLIGHT_EXTRA
+        while self.todo and len(self.active) < limit:
+            f = self.todo.popleft()
+            try:
+                with open(f.path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                self._fail(f, f"cannot read {f.path}: {exc.strerror or exc}")
+                continue
+            if hash_bytes(data) != f.content:
+                f.content = hash_bytes(data)  # changed since it was listed: record what was separated
+            f.started = time.perf_counter()
+            f.data_ref = ray.put(data)
+            self.active.append(f)
+            self._submit_decode(f)
+
+    def _submit_decode(self, f: _File) -> None:
+        f.decode_tries += 1
+        f.decoding = True
+        f.refs = tuple(self.decode.remote(f.data_ref, f.path, self.source.config, self.chunk, self.overlap))
+        self.waiting[f.refs[0]] = ("decode", f)
+
+    def _decoded(self, f: _File, ref) -> None:
+        f.decoding = False
+        try:
+            f.meta = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001
+            if _is_lost_worker(exc) and f.decode_tries < ATTEMPTS:
+                self.summary.retried += 1
+                self._submit_decode(f)
+            else:
+                for other in f.refs[1:]:  # the same error: taken, so Ray does not log it as unhandled
+                    try:
+                        ray.get(other)
+                    except Exception:  # noqa: BLE001
+                        pass
+                self._fail(f, _reason(exc))
+            return
+        plan = f.meta["plan"]
+        split = self.job.split_seconds
+        if split and split > 0:
+            per_range = max(1, int(split * self.source.config.sample_rate // plan.step))
+        else:
+            per_range = len(plan.starts)
+        f.units = plan.ranges(per_range)
+        for unit in f.units:
+            if unit not in f.parts and unit not in f.queued:  # (after a re-decode: only what is missing)
+                f.queued.add(unit)
+                self.units.append((f, unit, 0))
+
+    def _dispatch(self) -> None:
+        free = [s for s in self.slots if s.ready and s.running < 2]
+        while self.units and free:
+            f, unit, tries = self.units.popleft()
+            if f.failed is not None:
+                continue
+            slot = min(free, key=lambda s: s.running)
+            ref = slot.actor.separate.remote(f.refs[2], f.meta["plan"], unit[0], unit[1], self.opts.tta)
+            slot.running += 1
+            self.waiting[ref] = ("unit", f, unit, tries, slot, slot.actor)
+            free = [s for s in self.slots if s.ready and s.running < 2]
+
+    def _separated(self, ref, f: _File, unit, tries: int, slot: _Slot, actor) -> None:
+        current = slot.actor is actor
+        if current:
+            slot.running = max(0, slot.running - 1)
+        try:
+            start, sums, seconds = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001
+            lost_audio = isinstance(exc, ray.exceptions.ObjectLostError) or isinstance(
+                getattr(exc, "cause", None), ray.exceptions.ObjectLostError)
+            if lost_audio and f.failed is None and f.decode_tries < ATTEMPTS:
+                # the decoded audio went with a node and could not be rebuilt: decode the file again
+                # (its bytes are still held here) and run the ranges still missing
+                f.queued.discard(unit)
+                self.summary.retried += 1
+                if not f.decoding:
+                    self._submit_decode(f)
+                return
+            if _is_lost_worker(exc):
+                if isinstance(exc, ray.exceptions.RayActorError) and current:
+                    self._replace(slot)  # once per lost actor: its other ranges find a new one here
+                if tries + 1 < ATTEMPTS and f.failed is None:
+                    self.summary.retried += 1
+                    self.units.appendleft((f, unit, tries + 1))
+                    return
+            self._fail(f, _reason(exc))
+            return
+        slot.busy += seconds
+        if f.failed is not None:
+            return
+        f.queued.discard(unit)
+        f.parts[unit] = (start, sums)
+        if len(f.parts) == len(f.units):
+            self._finish(f)
+
+    def _finish(self, f: _File) -> None:
+        meta = f.meta
+        try:
+            plan = meta["plan"]
+            passes = len(next(iter(f.parts.values()))[1])
+            ests = []
+            for k in range(passes):
+                parts = [(start, torch.from_numpy(np.array(sums[k][0])), torch.from_numpy(np.array(sums[k][1])))
+                         for start, sums in f.parts.values()]
+                ests.append(finish_chunks(plan, parts))
+            est = ests[0] if passes == 1 else ((ests[0] + ests[1][:, ::-1] - ests[2]) / 3.0).astype(np.float32)
+            x = ray.get(f.refs[1])
+            stems = stems_from_estimate(est, x, meta["mean"], meta["std"], self.source.config, self.opts.instrumental)
+            write_stems(stems, self.source.config, f.folder, meta["rate"], meta["length"], self.opts,
+                        name=os.path.basename(f.folder))
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be written fails alone
+            self._fail(f, _reason(exc))
+            return
+        took = time.perf_counter() - f.started
+        self.manifest.append({"input": f.path, "hash": f.content, "model": self.model, "settings": self.settings,
+                              "status": "done", "duration": round(meta["seconds"], 3), "seconds": round(took, 3),
+                              "error": None, "output": f.folder})
+        self.summary.done.append(f.path)
+        self.summary.audio_seconds += meta["seconds"]
+        self._release(f)
+        self.bar.update(1)
+        self._postfix()
+
+    def _fail(self, f: _File, reason: str) -> None:
+        if f.failed is not None:
+            return
+        f.failed = reason
+        self.manifest.append({"input": f.path, "hash": f.content, "model": self.model, "settings": self.settings,
+                              "status": "failed", "duration": None,
+                              "seconds": round(time.perf_counter() - f.started, 3) if f.started else 0.0,
+                              "error": reason, "output": f.folder})
+        self.summary.failed.append((f.path, reason))
+        self._release(f)
+        self.bar.update(1)
+        self._postfix()
+
+    def _release(self, f: _File) -> None:
+        if f in self.active:
+            self.active.remove(f)
+        f.refs, f.parts, f.data_ref, f.queued = None, {}, None, set()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"{self.summary.audio_seconds / 3600:.2f}/{self.total_hours:.2f} h audio, "
+                                 f"{len(self.summary.failed)} failed", refresh=False)
+
+    # -------------------------------------------------------------- loop
+    def run(self) -> None:
+        self.total_hours = sum(f.seconds for f in self.todo) / 3600
+        self.bar = tqdm(total=len(self.todo), unit="file", desc="separating", disable=not self.job.progress)
+        try:
+            self._start_ray()
+            t_ready = time.perf_counter()
+            last_progress = time.perf_counter()
+            while self.todo or self.active:
+                self._admit()
+                self._dispatch()
+                if not self.waiting:
+                    continue
+                done, _ = ray.wait(list(self.waiting), num_returns=1, timeout=0.5)
+                for ref in done:
+                    what = self.waiting.pop(ref)
+                    last_progress = time.perf_counter()
+                    if what[0] == "decode":
+                        self._decoded(what[1], ref)
+                    elif what[0] == "unit":
+                        self._separated(ref, *what[1:])
+                    else:
+                        self._ready(ref, what[1])
+                if not any(s.ready for s in self.slots) and time.perf_counter() - last_progress > STALL_SECONDS:
+                    raise SettingsError(f"no worker could run for {STALL_SECONDS} s (the cluster lost the "
+                                        f"resources its workers need?); the files done so far are kept")
+            now = time.perf_counter()
+            self.summary.workers = [(s.label or f"worker {s.index}", s.busy / max(now - (s.since or t_ready), 1e-9))
+                                    for s in self.slots]
+        finally:
+            self.bar.close()
+            for slot in self.slots:
+                try:
+                    ray.kill(slot.actor, no_restart=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            if self.started_ray:
+                ray.shutdown()
+
+    def _ready(self, ref, slot: _Slot) -> None:
+        if ref != slot.ready_ref:
+            return  # a replaced actor's
+        try:
+            slot.label = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001
+            slot.failures += 1
+            if slot.failures >= ATTEMPTS:
+                raise SettingsError(f"a worker could not start {ATTEMPTS} times in a row: {_reason(exc)}") from None
+            self._replace(slot)
+            return
+        slot.ready, slot.failures = True, 0
+        if not slot.since:
+            slot.since = time.perf_counter()
