@@ -34,8 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import check_finite, read_audio_bytes
-from ..errors import AudioError, SettingsError
+from ..errors import SettingsError
 from ..inference.demix import check_mix, demix_range, finish_chunks, pad_for_chunks, plan_chunks
+from ..inference.runner import make_runner
 from ..inference.separate import (SeparationOptions, model_input, normalize_mix, output_stems, stem_files,
                                   stems_from_estimate, write_stems)
 from ..msst.config import Config
@@ -94,6 +95,7 @@ class JobSummary:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     workers: list[tuple[str, float]] = dataclasses.field(default_factory=list)   # (label, utilisation)
+    startup_seconds: float = 0.0        # from the job's start to its first worker ready (Ray, model load)
     retried: int = 0                    # ranges or decodes run again after a worker or node was lost
     replaced: int = 0                   # actors replaced
 
@@ -109,7 +111,8 @@ class JobSummary:
                + (f" ({self.retried} retried after a lost worker, {self.replaced} workers replaced)"
                   if self.retried or self.replaced else "")]
         if self.workers:
-            out.append("workers busy: " + ", ".join(f"{label} {100 * u:.0f}%" for label, u in self.workers))
+            out.append(f"first worker ready after {self.startup_seconds:.1f} s; workers busy: "
+                       + ", ".join(f"{label} {100 * u:.0f}%" for label, u in self.workers))
         for path, reason in self.failed:
             out.append(f"failed: {path}: {reason}")
         return out
@@ -166,6 +169,7 @@ class _Separator:
         self.precision = loaded.precision
         self.opts = opts
         self.batch = int(opts.batch_size or source.config.batch_size)
+        self.runners: dict[tuple[int, int], Any] = {}   # (chunk, channels) -> make_runner, made once
         self.label = f"{ray.util.get_node_ip_address()}:{os.getpid()}" + (f" {self.device}" if self.device.type != "cpu" else "")
 
     def ready(self) -> str:
@@ -176,11 +180,16 @@ class _Separator:
         start, end = plan.span(first, last)
         span = torch.from_numpy(np.array(padded[:, start:end], dtype=np.float32))
         passes = [span, span.flip(0), -span] if tta else [span]
+        key = (plan.chunk_size, span.shape[0])
+        if key not in self.runners:
+            self.runners[key] = (make_runner(self.model, plan.chunk_size, self.device, self.precision,
+                                             backend=self.opts.backend, channels=span.shape[0])
+                                 if self.opts.backend != "torch" else None)
         sums = []
         for x in passes:
             numerator, weights = demix_range(self.model, x, plan, first, last, batch_size=self.batch,
                                              device=self.device, precision=self.precision,
-                                             backend=self.opts.backend)
+                                             backend=self.opts.backend, runner=self.runners[key])
             sums.append((numerator.numpy(), weights.numpy()))
         return start, sums, time.perf_counter() - t0
 
@@ -363,7 +372,11 @@ class _Runner:
     # -------------------------------------------------------------- files
     def _admit(self) -> None:
         limit = len(self.slots) + IN_FLIGHT_EXTRA
-        while self.todo and len(self.active) < limit:
+        # decoding takes a few percent of a separation, but each task process Ray starts for it first
+        # imports torch (seconds of CPU): a few decodes at a time keep them to a few processes
+        decodes = max(1, -(-len(self.slots) // 2))
+        while (self.todo and len(self.active) < limit
+               and sum(1 for f in self.active if f.decoding) < decodes):
             f = self.todo.popleft()
             try:
                 with open(f.path, "rb") as fh:
@@ -511,6 +524,11 @@ class _Runner:
     # -------------------------------------------------------------- loop
     def run(self) -> None:
         self.total_hours = sum(f.seconds for f in self.todo) / 3600
+        self.t_run = time.perf_counter()
+        # the driver's own torch work (merging ranges) on one thread: two OpenMP pools spinning on the
+        # same cores (here and in a worker on this machine) slowed the workers by a third
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         self.bar = tqdm(total=len(self.todo), unit="file", desc="separating", disable=not self.job.progress)
         try:
             self._start_ray()
@@ -538,6 +556,7 @@ class _Runner:
             self.summary.workers = [(s.label or f"worker {s.index}", s.busy / max(now - (s.since or t_ready), 1e-9))
                                     for s in self.slots]
         finally:
+            torch.set_num_threads(threads)
             self.bar.close()
             for slot in self.slots:
                 try:
@@ -559,5 +578,7 @@ class _Runner:
             self._replace(slot)
             return
         slot.ready, slot.failures = True, 0
+        if not self.summary.startup_seconds:
+            self.summary.startup_seconds = time.perf_counter() - self.t_run
         if not slot.since:
             slot.since = time.perf_counter()

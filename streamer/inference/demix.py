@@ -88,13 +88,15 @@ def demix_range(
     progress: bool = False,
     cuda_graph: bool | None = None,
     backend: str = "torch",
+    runner=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunks ``first`` to ``last - 1`` of ``plan``: the weighted sum of their stems and the sum of their
     weights over their span, ``(stems, channels, n)`` and ``(channels, n)`` for the ``n`` samples of
     ``plan.span(first, last)``. ``span_audio`` is that span of the padded signal (see
     :func:`pad_for_chunks`). Ranges that together cover every chunk, added at their span's start, give
     :func:`demix`'s sums exactly (the overlap-add is a sum of independent chunks); :func:`finish_chunks`
-    does that and the division. Arguments as :func:`demix`.
+    does that and the division. Arguments as :func:`demix`; ``runner``: a ``make_runner`` result for
+    this chunk size to reuse (a worker separating many ranges makes it once), instead of ``backend``.
     """
     if batch_size < 1:
         raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
@@ -111,9 +113,9 @@ def demix_range(
     weights = chunk_weights(chunk_size, starts, plan.step, plan.padded)
     x = span_audio
 
-    runner = None
-    if backend != "torch":
+    if runner is None and backend != "torch":
         runner = make_runner(model, chunk_size, device, precision, backend=backend, channels=channels)
+    if runner is not None:
         if runner.backend != "onnx":
             runner = None
         else:
