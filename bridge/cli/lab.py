@@ -86,6 +86,9 @@ def register(sub) -> None:
     tr.add_argument("--val-every", type=positive_int(), default=200)
     tr.add_argument("--val-seconds", type=seconds(MAX_SCORE_SECONDS, LEAST_SECONDS), default=12.0,
                     help="seconds of each validation song to score")
+    tr.add_argument("--no-augment", action="store_true",
+                    help="no augmentation beyond the random remix, gain and channel swap (default: speed, "
+                         "polarity, effects, missing stems and mix-bus compression as in streamer.lab.augment)")
     tr.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     tr.add_argument("--threads", type=positive_int(MAX_THREADS), help="torch CPU threads")
     tr.add_argument("--device", default="auto")
@@ -193,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.train()
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
                         val_every=args.val_every, val_seconds=args.val_seconds, seed=args.seed,
-                        device=str(loaded.device))
+                        device=str(loaded.device), augment=not args.no_augment)
     with output_folder(args.out):  # a folder this run creates is removed again if the run fails before writing
         result = train(model, loaded.config, args.config, args.data, args.val, args.out, opts, resume=args.resume,
                        progress=sys.stderr.isatty())

@@ -2,8 +2,9 @@
 
 Data: folders with one sub-folder per song holding ``vocals``, ``drums``, ``bass`` and ``other`` as
 .wav or .flac (a mixture is not needed: mixtures are made by random remixing). Each training
-example takes every stem from a random song at a random offset with a random gain and channel
-swap, so the model sees far more mixtures than there are songs.
+example takes every stem from a random song at a random offset and augments it on the fly
+(``streamer.lab.augment``: speed, gain, polarity, channel swap, effects, missing stems, mix-bus
+compression and limiting), so the model sees far more mixtures than there are songs.
 
 Loss: waveform L1 plus L1 between STFT magnitudes at two resolutions (cheap on CPU).
 Output: ``OUT/model.ckpt`` (a plain state_dict, the best validation score so far) and
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from ..audio import load_stems, song_folders
 from ..inference.demix import demix
 from ..msst.config import Config
+from .augment import Augment
 from .metrics import sdr_median_per_second
 
 log = logging.getLogger(__name__)
@@ -45,27 +47,32 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     grad_clip: float = 5.0
+    augment: bool = True            # streamer.lab.augment's defaults; False: remix, gain and swap only
 
 
 class RemixDataset:
-    """All songs in memory; ``batch`` draws randomly remixed examples."""
+    """All songs in memory; ``batch`` draws randomly remixed examples: every stem from a random song at
+    a random offset, augmented (``streamer.lab.augment``: speed, gain, polarity, channels, effects,
+    missing stems, the mix bus); the mixture is always the exact sum of the stems."""
 
-    def __init__(self, folders: list[str], stems: list[str], rate: int, channels: int):
+    def __init__(self, folders: list[str], stems: list[str], rate: int, channels: int,
+                 augment: Augment | None = None):
         self.stems = stems
+        self.rate = rate
+        self.augment = augment if augment is not None else Augment.off()
         self.songs = [load_stems(f, stems, rate, channels) for f in tqdm(folders, desc="loading songs", leave=False)]
 
     def batch(self, rng: np.random.Generator, size: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mixture (B, C, L), stems (B, S, C, L))."""
+        aug = self.augment
         out = np.zeros((size, len(self.stems), self.songs[0].shape[1], length), np.float32)
         for b in range(size):
             for s in range(len(self.stems)):
                 song = self.songs[rng.integers(len(self.songs))]
-                start = rng.integers(0, max(1, song.shape[-1] - length))
-                piece = song[s, :, start:start + length]
-                gain = 10 ** (rng.uniform(-4, 3) / 20)
-                if rng.random() < 0.5:
-                    piece = piece[::-1]
-                out[b, s, :, : piece.shape[-1]] = piece * gain
+                need, speed = aug.read_length(rng, length)
+                start = rng.integers(0, max(1, song.shape[-1] - need))
+                out[b, s] = aug.stem(song[s, :, start:start + need], speed, length, self.rate, rng)
+            out[b] = aug.mix_bus(out[b], self.rate, rng)
         stems = torch.from_numpy(out)
         return stems.sum(dim=1), stems
 
@@ -120,7 +127,8 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
     os.makedirs(out_dir, exist_ok=True)
     stems = list(config.stems)
     rate, channels = config.sample_rate, config.channels
-    train_set = RemixDataset(song_folders(train_dirs, stems), stems, rate, channels)
+    train_set = RemixDataset(song_folders(train_dirs, stems), stems, rate, channels,
+                             augment=Augment() if opts.augment else Augment.off())
     val_songs = [load_stems(f, stems, rate, channels) for f in song_folders(val_dirs, stems)] if val_dirs else []
     device = torch.device(opts.device)
     model.to(device)

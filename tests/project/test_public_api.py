@@ -32,7 +32,7 @@ CLI_FLAGS = {'separate': ['--backend', '--batch-size', '--checkpoint', '--chunk-
            '--device',
            '--help',
            '--init',
-           '--lr',
+           '--lr', '--no-augment',
            '--out',
            '--resume',
            '--seed',
