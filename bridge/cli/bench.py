@@ -43,8 +43,9 @@ def register(sub) -> None:
     sb.add_argument("--worker", choices=["thread", "process"], default="process",
                     help="where inference runs (default: process, see README)")
     sb.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    sb.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
-                    help="default: fp32 on CPU, bf16 on CUDA; bf16 on a CPU that has it natively")
+    sb.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"],
+                    help="default: fp32 on CPU, bf16 on CUDA; bf16 on a CPU that has it natively; int8: the ONNX "
+                         "Runtime core with int8 matrix products (--backend onnx or auto)")
     add_backend_arg(sb)
     sb.add_argument("--threads", type=positive_int(MAX_THREADS),
                     help="torch threads of the inference worker (default: cores - 1)")
@@ -246,9 +247,10 @@ def _compare_backends(args: argparse.Namespace) -> int:
             if device.type == "cuda" or cpu_has_native_bf16():
                 options.append(("torch bf16", make_runner(loaded.model, n, device, "bf16", backend="torch")))
             if device.type == "cpu":
-                onnx = make_runner(loaded.model, n, device, "fp32", backend="onnx", log=print)
-                if onnx.backend == "onnx":
-                    options.append((onnx.describe(), onnx))
+                for precision in ("fp32", "int8"):
+                    onnx = make_runner(loaded.model, n, device, precision, backend="onnx", log=print)
+                    if onnx.backend == "onnx":
+                        options.append((onnx.describe(), onnx))
             x = (np.random.default_rng(0).standard_normal((config.channels, n)) * 0.1).astype(np.float32)
             outs = [r(x) for _, r in options]  # also the warm-up
             times: list[list[float]] = [[] for _ in options]

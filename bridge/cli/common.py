@@ -99,9 +99,10 @@ def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True)
                    help="allow a pickled checkpoint to run arbitrary code when loading (weights_only=False); "
                         "only for files from a source you trust")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
                    help="autocast precision (auto: bf16 on CUDA when the config's use_amp is on, else fp32); on the "
-                        "CPU bf16 runs where the CPU has it natively (AVX512-BF16/AMX), else fp32")
+                        "CPU bf16 runs where the CPU has it natively (AVX512-BF16/AMX), else fp32; int8: the ONNX "
+                        "Runtime core with int8 matrix products (CPU, --backend onnx or auto; faster, less exact)")
 
 
 def default_backend() -> str:

@@ -42,9 +42,10 @@ def register(sub) -> None:
                             "only for files from a source you trust")
     model.add_argument("--device", default=None, help="inference device: cpu, cuda, cuda:1 (default: cuda if "
                                                       "available, else cpu; a rig's engine.device)")
-    model.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+    model.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16", "int8"],
                        help="autocast precision (auto: bf16 on CUDA when the config asks for it, else fp32); on the "
-                            "CPU bf16 runs where the CPU has it natively")
+                            "CPU bf16 runs where the CPU has it natively; int8: the ONNX Runtime core with int8 "
+                            "matrix products (CPU, --backend onnx or auto)")
     add_backend_arg(model)
     eng = lv.add_argument_group("engine (a preset, or explicit lengths as in a rig's engine section)")
     eng.add_argument("--latency", choices=["low", "balanced", "offline-exact"], default=None,

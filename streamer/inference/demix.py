@@ -107,6 +107,8 @@ def demix_range(
         raise SettingsError(f"chunks {first}-{last} span {span_end - span_start} samples, got {span_audio.shape[-1]}")
     device = torch.device(device) if device is not None else model_device(model)
     precision = resolve_precision(precision or "fp32", device)
+    if precision == "int8" and runner is None and backend == "torch":
+        raise SettingsError("precision int8 runs in the ONNX Runtime core only: use backend onnx (or auto)")
     chunk_size = plan.chunk_size
     channels = span_audio.shape[0]
     starts = list(plan.starts[first:last])
@@ -197,7 +199,7 @@ def demix(
     ``device`` defaults to the model's; ``precision`` (see ``streamer.inference.runner``) defaults to
     fp32, as MSST on CPU. ``cuda_graph``: replay full batches as a CUDA graph (see
     ``streamer.inference.graphs``; None: the default there). ``backend``: torch, onnx or auto, as
-    ``streamer.make_runner`` runs a chunk (the ONNX Runtime core: CPU, fp32).
+    ``streamer.make_runner`` runs a chunk (the ONNX Runtime core: CPU, fp32 or int8).
 
     Border reflect padding, chunk padding (reflect when more than half a chunk is real audio,
     zeros otherwise), weighted overlap-add divided by the summed weights, and 0 where no chunk

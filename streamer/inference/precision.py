@@ -3,13 +3,16 @@ and the CLI.
 
 * device: ``"auto"`` is CUDA when present, else CPU; asking for CUDA (or a CUDA index, or MPS) this
   machine lacks is an error, and so is any other device type.
-* precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (``"auto"``/``None``: bf16 on CUDA when the model
+* precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"`` (``"auto"``/``None``: bf16 on CUDA when the model
   was trained with mixed precision, else fp32). Half precisions are autocast: on CUDA both; on the
   CPU bf16 only where the CPU computes bf16 natively (AVX512-BF16 or AMX; checked at run time by
   :func:`cpu_has_native_bf16`: elsewhere it would be emulated, slower than fp32), fp16 never. What
   cannot run falls back to fp32 with a warning. On the CPU ``auto`` stays fp32: bf16 is opt-in
   (``BENCHMARKS.md`` has its speed and its SDR against fp32 on this project's machine). The STFT, the
   iSTFT and the masks stay fp32 whatever the precision (the model disables autocast around them).
+  ``int8`` is the ONNX Runtime core with its matrix products quantised to int8 (dynamic quantisation,
+  CPU only, opt-in: ``streamer.inference.onnx_core``); torch cannot run it (``make_runner`` refuses
+  int8 with the torch backend).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from ..errors import SettingsError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,7 +75,12 @@ def resolve_precision(precision: str | None, device: str | torch.device, use_amp
         return "bf16" if device.type == "cuda" and use_amp else "fp32"
     name = _ALIASES.get(precision, precision)
     if name not in PRECISIONS:
-        raise SettingsError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        raise SettingsError(f"precision must be fp32, bf16, fp16 or int8, got {precision!r}")
+    if name == "int8":
+        if device.type == "cpu":
+            return "int8"
+        log.warning("precision int8 runs in the ONNX Runtime core on the CPU only; running fp32 on %s", device)
+        return "fp32"
     if device.type == "cpu" and name == "bf16":
         if cpu_has_native_bf16():
             return "bf16"
@@ -89,7 +97,7 @@ def autocast_context(device: str | torch.device, precision: str, cache_enabled: 
     """Autocast for a resolved half precision (bf16/fp16 on CUDA, bf16 on a CPU that has it); a no-op for
     fp32 (CUDA graph capture needs ``cache_enabled=False``)."""
     device = torch.device(device)
-    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+    if precision in ("fp32", "int8") or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
     if device.type == "cpu":
         if precision != "bf16":

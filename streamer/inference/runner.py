@@ -74,7 +74,7 @@ class WindowRunner:
         """Which backend and precision run, e.g. ``onnx (ONNX Runtime, fp32, 1 thread)``."""
         if self.core is not None:
             n = self.core.threads
-            return f"onnx (ONNX Runtime, fp32, {n} thread{'s' if n != 1 else ''})"
+            return f"onnx (ONNX Runtime, {self.core.precision}, {n} thread{'s' if n != 1 else ''})"
         return f"torch ({self.precision} on {self.device}{', CUDA graph' if self.graphed else ''})"
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -110,12 +110,12 @@ BACKENDS = ("auto", "torch", "onnx")
 AUTO_TRIALS = 3   # windows each backend is timed on when "auto" decides
 
 
-def _onnx_core(model, channels: int, window: int, threads: int | None, log):
+def _onnx_core(model, channels: int, window: int, threads: int | None, log, precision: str = "fp32"):
     """An OnnxCore, or None with one warning line saying why torch runs instead."""
     from .onnx_core import OnnxCore, OnnxUnavailable
 
     try:
-        return OnnxCore(model, channels, window, threads=threads, log=log)
+        return OnnxCore(model, channels, window, threads=threads, log=log, precision=precision)
     except OnnxUnavailable as exc:
         logging.getLogger(__name__).warning("ONNX Runtime backend unavailable, running torch: %s", exc)
         return None
@@ -143,7 +143,7 @@ def make_runner(model: Model, window: int, device=None, precision: str | None = 
 
     An nn.Module is moved to ``device`` (default: where it is) and put in eval mode; any other callable
     runs as it is, with torch. ``precision``: fp32, bf16, fp16 or auto (``streamer.inference.precision``).
-    ``backend``: ``"torch"``; ``"onnx"``, the model core in ONNX Runtime (CPU, fp32; exported once and
+    ``backend``: ``"torch"``; ``"onnx"``, the model core in ONNX Runtime (CPU, fp32 or int8; exported once and
     cached, see ``streamer.inference.onnx_core``; if it cannot run, one warning and torch); ``"auto"``:
     on the CPU in fp32 with ONNX Runtime installed, whichever of the two is faster on AUTO_TRIALS
     windows of this model on this machine, else torch. ``runner.backend`` and ``runner.describe()``
@@ -157,24 +157,28 @@ def make_runner(model: Model, window: int, device=None, precision: str | None = 
     if channels is None:
         channels = int(getattr(model, "audio_channels", 2))
     precision = resolve_precision(precision, device)
-    torch_runner = lambda: WindowRunner(model, channels, window, device, precision, cuda_graph)  # noqa: E731
+    int8 = precision == "int8"
+    if int8 and backend == "torch":
+        raise SettingsError("precision int8 runs in the ONNX Runtime core only: use --backend onnx (or auto)")
+    torch_precision = "fp32" if int8 else precision
+    torch_runner = lambda: WindowRunner(model, channels, window, device, torch_precision, cuda_graph)  # noqa: E731
     onnx_possible = (isinstance(model, torch.nn.Module) and hasattr(model, "core") and device.type == "cpu"
-                     and precision == "fp32")
-    if backend == "torch" or (backend == "auto" and not onnx_possible):
+                     and precision in ("fp32", "int8"))
+    if backend == "torch" or (backend == "auto" and not onnx_possible and not int8):
         return torch_runner()
-    if backend == "onnx" and not onnx_possible:
+    if not onnx_possible:
         logging.getLogger(__name__).warning(
-            "the ONNX Runtime backend runs fp32 on the CPU; running torch (%s on %s)", precision, device)
+            "the ONNX Runtime backend runs fp32 or int8 on the CPU; running torch (%s on %s)", torch_precision, device)
         return torch_runner()
-    if backend == "auto":
+    if backend == "auto" and not int8:
         from .onnx_core import ort_available
 
         if not ort_available():
             return torch_runner()
-    core = _onnx_core(model, channels, window, threads, log)
+    core = _onnx_core(model, channels, window, threads, log, precision=precision)
     if core is None:
         return torch_runner()
     onnx_runner = WindowRunner(model, channels, window, device, precision, core=core)
-    if backend == "onnx":
+    if backend == "onnx" or int8:  # int8 was asked for: not raced against fp32 torch
         return onnx_runner
     return _fastest([torch_runner(), onnx_runner])

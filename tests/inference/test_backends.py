@@ -77,3 +77,32 @@ def test_bench_model_compare_prints_every_option_against_eager(tmp_path, monkeyp
     assert any("torch fp32 (eager)" in r and "1.00x" in r and "0.0e+00" in r for r in rows)
     onnx = [r for r in rows if "ONNX Runtime" in r]
     assert onnx and float(onnx[0].split()[-1]) < 1e-5
+
+
+@needs_ort
+def test_int8_runs_in_the_onnx_core_within_its_tolerance(model, tmp_path):
+    """int8: the ONNX core with int8 matrix products; close to eager fp32 (a few % of the scale), its
+    own cached graph, and refused with the torch backend."""
+    from streamer.inference.precision import resolve_precision
+
+    m, _ = model
+    x = (np.random.default_rng(2).standard_normal((2, 11025)) * 0.3).astype(np.float32)
+    ref = make_runner(m, 11025, "cpu", "fp32", backend="torch")(x)
+    r8 = make_runner(m, 11025, "cpu", "int8", backend="onnx")
+    assert r8.backend == "onnx" and r8.core.precision == "int8" and "int8" in r8.describe()
+    assert r8.core.path.name.split("-")[3] == "int8"
+    out = r8(x)
+    err = np.abs(out - ref).max() / np.abs(ref).max()
+    assert 0 < err < 0.2
+    auto = make_runner(m, 11025, "cpu", "int8", backend="auto")  # asked for: not raced against torch
+    assert auto.backend == "onnx" and auto.core.precision == "int8"
+    with pytest.raises(streamer.SettingsError, match="int8 runs in the ONNX Runtime core"):
+        make_runner(m, 11025, "cpu", "int8", backend="torch")
+    mix = (np.random.default_rng(3).standard_normal((2, 30000)) * 0.1).astype(np.float32)
+    got = demix(m, mix, 11025, 2, precision="int8", backend="onnx")
+    plain = demix(m, mix, 11025, 2)
+    assert np.abs(got - plain).max() / np.abs(plain).max() < 0.2
+    with pytest.raises(streamer.SettingsError, match="int8"):
+        demix(m, mix, 11025, 2, precision="int8", backend="torch")
+    assert resolve_precision("int8", "cpu") == "int8"
+    assert resolve_precision("int8", "meta") == "fp32"

@@ -154,7 +154,7 @@ def test_cache_dir_honours_the_environment(tmp_path, monkeypatch):
 def test_unsupported_requests(tmp_path):
     model = build(tmp_path, "bs")
     for precision in ("bf16", "fp16"):
-        with pytest.raises(OnnxUnavailable, match="fp32 only"):
+        with pytest.raises(OnnxUnavailable, match="fp32 or int8"):
             OnnxCore(model, 2, 11025, precision=precision, cache=tmp_path)
     with pytest.raises(ValueError, match="channels"):
         OnnxCore(model, 1, 11025, cache=tmp_path)

@@ -55,13 +55,13 @@ def test_runner_backends_agree_with_eager_fp32(model_files, monkeypatch):
     np.testing.assert_array_equal(r(x), ref)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     rb = make_runner(model, 4410, precision="bf16", backend="auto")
-    assert rb.backend == "torch" and rb.precision == "bf16"      # ONNX Runtime runs fp32 only
+    assert rb.backend == "torch" and rb.precision == "bf16"      # ONNX Runtime runs fp32 and int8 only
     err = np.abs(rb(x) - ref).max() / max(1e-6, np.abs(ref).max())
     assert err < 0.05, err
     with pytest.raises(SettingsError, match="backend must be one of"):
         make_runner(model, 4410, backend="tensorrt")
-    with pytest.raises(SettingsError, match="precision must be fp32, bf16 or fp16"):
-        resolve_precision("int8", "cpu")
+    with pytest.raises(SettingsError, match="precision must be fp32, bf16, fp16 or int8"):
+        resolve_precision("int4", "cpu")
 
 
 def test_device_rule():
