@@ -86,6 +86,8 @@ def register(sub) -> None:
     tr.add_argument("--val-every", type=positive_int(), default=200)
     tr.add_argument("--val-seconds", type=seconds(MAX_SCORE_SECONDS, LEAST_SECONDS), default=12.0,
                     help="seconds of each validation song to score")
+    tr.add_argument("--max-minutes", type=number(0.0, 1e6, unit=" minutes"),
+                    help="stop after this many minutes of training in this run, keeping OUT/last.ckpt for --resume")
     tr.add_argument("--no-augment", action="store_true",
                     help="no augmentation beyond the random remix, gain and channel swap (default: speed, "
                          "polarity, effects, missing stems and mix-bus compression as in streamer.lab.augment)")
@@ -196,10 +198,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.train()
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
                         val_every=args.val_every, val_seconds=args.val_seconds, seed=args.seed,
-                        device=str(loaded.device), augment=not args.no_augment)
+                        device=str(loaded.device), augment=not args.no_augment, max_minutes=args.max_minutes)
     with output_folder(args.out):  # a folder this run creates is removed again if the run fails before writing
         result = train(model, loaded.config, args.config, args.data, args.val, args.out, opts, resume=args.resume,
                        progress=sys.stderr.isatty())
     best = "none" if result["best"] is None else f"{result['best']:.2f}"
+    if result.get("stopped_early"):
+        print(f"paused at step {result['step']} of {args.steps} (--max-minutes): continue with the same command "
+              f"and --resume; best validation score so far {best} in {args.out}/model.ckpt")
+        return 0
     print(f"done: {args.out}/model.ckpt with {args.out}/config.yaml (best validation score {best})")
     return 0

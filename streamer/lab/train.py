@@ -48,6 +48,7 @@ class TrainOptions:
     device: str = "cpu"
     grad_clip: float = 5.0
     augment: bool = True            # streamer.lab.augment's defaults; False: remix, gain and swap only
+    max_minutes: float | None = None  # stop (resumably) after this much training time in this run
 
 
 class RemixDataset:
@@ -148,7 +149,13 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
     length = int(opts.segment_seconds * rate)
     bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=not progress)
     t0, losses = time.perf_counter(), []
+    stopped_early = False
     while step < opts.steps:
+        if opts.max_minutes is not None and time.perf_counter() - t0 > 60 * opts.max_minutes:
+            stopped_early = True  # the time budget of this run: keep the state for --resume
+            _save_state(last_path, model, optim, step, best, history, opts)
+            tqdm.write(f"stopped at step {step} after {opts.max_minutes:g} minutes; continue with --resume")
+            break
         model.train()
         mix, ref = train_set.batch(rng, opts.batch_size, length)
         mix, ref = mix.to(device), ref.to(device)
@@ -176,9 +183,17 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
                 best = score
                 torch.save(model.state_dict(), os.path.join(out_dir, "model.ckpt"))
             tqdm.write(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
-            torch.save({"model": model.state_dict(), "optimizer": optim.state_dict(), "step": step, "best": best,
-                        "history": json.dumps(history), "options": json.dumps(asdict(opts))}, last_path)
+            _save_state(last_path, model, optim, step, best, history, opts)
             with open(os.path.join(out_dir, "history.json"), "w") as fh:
                 json.dump(history, fh, indent=1)
     bar.close()
-    return {"best": best, "history": history}
+    return {"best": best, "history": history, "step": step, "stopped_early": stopped_early}
+
+
+def _save_state(path: str, model, optim, step: int, best, history: list, opts: TrainOptions) -> None:
+    """last.ckpt for --resume, written under a temporary name and renamed: a run killed while saving
+    keeps the previous state."""
+    tmp = path + ".part"
+    torch.save({"model": model.state_dict(), "optimizer": optim.state_dict(), "step": step, "best": best,
+                "history": json.dumps(history), "options": json.dumps(asdict(opts))}, tmp)
+    os.replace(tmp, path)

@@ -49,3 +49,17 @@ def test_training_loss_goes_down(tmp_path, four_stem_config):
         after = float(separation_loss(model(mix), ref))
     assert after < before * 0.9
 
+
+
+def test_a_time_budget_pauses_training_resumably(tmp_path, four_stem_config, capsys):
+    train = make_songs(tmp_path / "train", 2, seconds=1.0)
+    out = tmp_path / "run"
+    args = ["train", str(train), "--config", str(four_stem_config), "--out", str(out), "--val-every", "1000",
+            "--segment", "0.25", "--batch-size", "1", "--device", "cpu", "--steps", "50", "--no-augment"]
+    assert main(args + ["--max-minutes", "0.0001"]) == 0
+    printed = capsys.readouterr().out
+    assert "paused at step" in printed and "--resume" in printed
+    state = torch.load(out / "last.ckpt", weights_only=True)
+    assert 0 <= state["step"] < 50 and not (out / "last.ckpt.part").exists()
+    assert main(args + ["--steps", str(state["step"] + 2), "--resume"]) == 0
+    assert torch.load(out / "last.ckpt", weights_only=True)["step"] == state["step"] + 2

@@ -32,7 +32,7 @@ CLI_FLAGS = {'separate': ['--backend', '--batch-size', '--checkpoint', '--chunk-
            '--device',
            '--help',
            '--init',
-           '--lr', '--no-augment',
+           '--lr', '--max-minutes', '--no-augment',
            '--out',
            '--resume',
            '--seed',
