@@ -249,3 +249,18 @@ def test_bad_cluster_settings_are_one_error_line(tmp_path, model, capsys):
         ray_flag = ["--ray", "ray://nowhere:1"] if extra[0] == "--local-cpus" else ["--ray"]
         assert main(separate_args([path], cfg, ckpt, tmp_path / "o", *ray_flag, *extra)) == 1
         assert message in capsys.readouterr().err
+
+
+def test_tta_and_instrumental_match_plain_separate(tmp_path, model, local_ray):
+    cfg, ckpt = model
+    path = tmp_path / "song.wav"
+    sf.write(path, song(3.1, 3), RATE, subtype="FLOAT")
+    out, reference = tmp_path / "stems", tmp_path / "plain"
+    extra = ("--tta", "--instrumental")
+    assert main(separate_args([path], cfg, ckpt, out, "--ray", "--split-seconds", 1, *extra)) == 0
+    assert plain_separate([path], cfg, ckpt, reference, *extra) == 0
+    ours, theirs = stem_files(out), stem_files(reference)
+    assert sorted(ours) == sorted(theirs) and len(ours) == 3
+    for rel in theirs:
+        np.testing.assert_allclose(np.frombuffer(ours[rel][2], np.float32), np.frombuffer(theirs[rel][2], np.float32),
+                                   rtol=0, atol=2e-6)
