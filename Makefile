@@ -46,9 +46,9 @@ device-wheels: $(STAMP)
 # Debian packages the song generator (stemstream synth) needs
 synth-deps:
 	@if command -v mma >/dev/null && command -v fluidsynth >/dev/null && command -v espeak-ng >/dev/null \
-		&& [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then :; else \
+		&& [ -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] && [ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then :; else \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		mma fluidsynth timgm6mb-soundfont espeak-ng; fi
+		mma fluidsynth timgm6mb-soundfont fluid-soundfont-gm espeak-ng; fi
 
 # Debian packages live audio needs: PortAudio (sounddevice loads it) for `stemstream live`, the JACK
 # server with its tools (jackd -d dummy: an audio device without a sound card; jack_connect, jack_metro,

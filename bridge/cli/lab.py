@@ -56,8 +56,9 @@ def register(sub) -> None:
     sy = sub.add_parser(
         "synth", help="generate multitrack songs with ground-truth stems (MUSDB18-HQ layout)",
         description="Writes OUT/synth_<seed>/{mixture,vocals,drums,bass,other}.wav for --count songs starting at "
-                    "--seed, made with MMA (accompaniment), FluidSynth (General MIDI rendering) and espeak-ng "
-                    "(chanted words). Deterministic by seed. Needs `make synth-deps`.",
+                    "--seed, made with MMA (accompaniment: about 200 groove families in 4/4, 3/4, 6/8 and 5/4, songs "
+                    "in sections), FluidSynth (General MIDI rendering, a soundfont per part) and espeak-ng (sung "
+                    "syllables re-pitched to a melody). Deterministic by seed. Needs `make synth-deps`.",
     )
     sy.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0, help="seed of the first song")
     sy.add_argument("--count", type=positive_int(MAX_SONGS), default=1,
@@ -175,8 +176,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
             folder = os.path.join(args.out, f"synth_{seed:06d}")
             write_song(song, folder)
             i = song.info
-            print(f"{folder}: {args.seconds:g} s, {i['groove']} at {i['tempo']} bpm in {i['key']}"
-                  f"{', with espeak words' if i['espeak'] else ''}")
+            form = "-".join(s["kind"] for s in i["sections"])
+            print(f"{folder}: {args.seconds:g} s, {i['style']} in {i['meter']} at {i['tempo']} bpm in {i['key']}, "
+                  f"{form}, {i['vocal_style']} vocals ({i['vocals']['voice']})"
+                  f"{', with a vocal-like lead in other' if i['confuser_lead'] else ''}")
     return 0
 
 
