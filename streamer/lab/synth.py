@@ -217,9 +217,29 @@ def generate_song(seed: int, seconds: float = 20.0, midi_dir: str | None = None)
     mixture = np.sum([stems[s] for s in STEMS], axis=0)
     peak = np.abs(mixture).max()
     scale = rng.uniform(0.5, 0.95) / peak if peak > 0 else 1.0
-    stems = {k: (v * scale).astype(np.float32) for k, v in stems.items()}
+    stems = {k: _gate((v * scale).astype(np.float32)) for k, v in stems.items()}
     mixture = np.sum([stems[s] for s in STEMS], axis=0).astype(np.float32)
     return Song(seed, RATE, stems, mixture, info)
+
+
+GATE_DB = -100.0   # stems' blocks quieter than this become digital silence
+GATE_BLOCK = 512
+
+
+def _gate(x: np.ndarray) -> np.ndarray:
+    """Digital silence where a stem is silent: the tone filter (an FFT over the whole song) and the
+    effects leave traces of -120 to -180 dBFS in a stem's silent sections; a reference with such
+    traces is not silent, and its per-second SDR (see ``streamer.lab.metrics``) becomes a meaningless
+    -50 dB instead of being skipped as MUSDB's silent stems are. Blocks of GATE_BLOCK samples whose
+    peak is below GATE_DB are set to zero."""
+    n = x.shape[-1]
+    blocks = -(-n // GATE_BLOCK)
+    padded = np.pad(np.abs(x).max(axis=0), (0, blocks * GATE_BLOCK - n)).reshape(blocks, GATE_BLOCK)
+    quiet = padded.max(axis=1) < 10 ** (GATE_DB / 20)
+    if not quiet.any():
+        return x
+    mask = np.repeat(~quiet, GATE_BLOCK)[:n]
+    return (x * mask).astype(np.float32)
 
 
 def write_song(song: Song, folder: str) -> None:

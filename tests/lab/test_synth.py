@@ -234,3 +234,18 @@ def test_installed_soundfonts_listed_once():
     fonts = soundfonts()
     assert len({os.path.realpath(f) for f in fonts}) == len(fonts)
     assert all(os.path.exists(f) for f in fonts)
+
+
+def test_silent_sections_of_a_stem_are_digital_silence():
+    """Traces far below hearing (filter and effect leftovers) become exact zeros, so a silent
+    reference second is skipped by the per-second SDR instead of scoring -50 dB."""
+    from streamer.lab.synth import GATE_BLOCK, _gate
+
+    x = np.zeros((2, 20 * GATE_BLOCK), np.float32)
+    x[:, : 5 * GATE_BLOCK] = 0.1
+    x[:, 10 * GATE_BLOCK:] = 1e-8   # -160 dBFS: a trace
+    y = _gate(x)
+    np.testing.assert_array_equal(y[:, : 5 * GATE_BLOCK], x[:, : 5 * GATE_BLOCK])
+    assert not y[:, 10 * GATE_BLOCK:].any()
+    quiet_but_real = np.full((2, 4 * GATE_BLOCK), 1e-4, np.float32)  # -80 dBFS is kept
+    np.testing.assert_array_equal(_gate(quiet_but_real), quiet_but_real)
