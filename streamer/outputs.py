@@ -367,6 +367,23 @@ class AtomicFolder(_AllOrNothing):
         remove_empty_dirs(self._made)
         self._files, self._made = [], []
 
+    def remove_leftovers(self) -> None:
+        """Remove what a process killed while writing this folder left next to it: its staging
+        (``.NAME.part*``) and set-aside (``.NAME.old*``) entries. Only for a caller that knows no other
+        writer is at work on this folder (a job holding its output folder's lock)."""
+        parent, base = os.path.split(self.folder)
+        try:
+            entries = os.listdir(parent)
+        except OSError:
+            return
+        for name in entries:
+            if name.startswith((f".{base}.part", f".{base}.old")):
+                target = os.path.join(parent, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    _remove_tree(target)
+                else:
+                    _remove(target)
+
 
 
 def _format_for(ext: str) -> str:

@@ -73,7 +73,7 @@ def register(sub) -> None:
 
 def cmd_separate(args: argparse.Namespace) -> int:
     from streamer.errors import AudioError
-    from streamer.inference.separate import SeparationOptions, list_inputs, plan_outputs, separate_file
+    from streamer.inference.separate import list_inputs, plan_outputs, separate_file
     from streamer.outputs import output_folder
 
     inputs = list_inputs(args.inputs, recursive=args.recursive)
@@ -88,13 +88,8 @@ def cmd_separate(args: argparse.Namespace) -> int:
         loaded = load_from_args(args)
         if args.chunk_size is not None:
             check_length(f"--chunk-size {args.chunk_size}", args.chunk_size, loaded.config)
-        subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
-        opts = SeparationOptions(
-            chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
-            instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
-            device=str(loaded.device), precision=loaded.precision, backend=args.backend,
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
+        opts = _options(args, device=str(loaded.device), precision=loaded.precision,
+                        progress=not args.no_progress and sys.stderr.isatty())
         for path, folder in plan.items():
             t0 = time.perf_counter()
             result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder)
@@ -103,6 +98,18 @@ def cmd_separate(args: argparse.Namespace) -> int:
             print(f"{path}: {len(result.files)} stems in {took:.1f} s ({took / max(seconds, 1e-9):.2f}x real time)"
                   f" -> {folder}")
     return 0
+
+
+def _options(args: argparse.Namespace, device: str, precision: str, progress: bool):
+    """separate's flags as SeparationOptions."""
+    from streamer.inference.separate import SeparationOptions
+
+    subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
+    return SeparationOptions(
+        chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
+        instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
+        device=device, precision=precision, backend=args.backend, progress=progress,
+    )
 
 
 def _separate_on_ray(args: argparse.Namespace, plan: dict[str, str]) -> int:
@@ -120,7 +127,6 @@ def _separate_on_ray(args: argparse.Namespace, plan: dict[str, str]) -> int:
     if args.cpus_per_worker <= 0 and args.gpus_per_worker <= 0:
         raise SettingsError("--cpus-per-worker 0 needs --gpus-per-worker above 0")
     from streamer.inference.loader import load_model
-    from streamer.inference.separate import SeparationOptions
     from streamer.cluster.job import JobOptions, ModelSource, run_job
 
     # the model is loaded here once first (on the CPU), so that a wrong config or checkpoint is one
@@ -131,12 +137,8 @@ def _separate_on_ray(args: argparse.Namespace, plan: dict[str, str]) -> int:
         check_length(f"--chunk-size {args.chunk_size}", args.chunk_size, checked.config)
     config = checked.config
     del checked
-    subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
-    opts = SeparationOptions(
-        chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
-        instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
-        device=args.device, precision=args.precision, backend=args.backend, progress=False,
-    )
+    # device and precision as asked: each worker resolves them for its own hardware
+    opts = _options(args, device=args.device, precision=args.precision, progress=False)
     source = ModelSource.from_files(config, args.config, args.checkpoint, device=args.device,
                                     precision=args.precision, trust=args.trust_checkpoint)
     job = JobOptions(address=None if args.ray == "local" else args.ray, workers=args.workers,

@@ -22,7 +22,6 @@ import collections
 import dataclasses
 import logging
 import os
-import shutil
 import tempfile
 import time
 from typing import Any, Callable
@@ -35,11 +34,12 @@ from tqdm.auto import tqdm
 
 from ..audio import check_finite, read_audio_bytes
 from ..errors import SettingsError
-from ..inference.demix import check_mix, demix_range, finish_chunks, pad_for_chunks, plan_chunks
+from ..inference.demix import check_mix, combine_tta, demix_range, finish_chunks, pad_for_chunks, plan_chunks
 from ..inference.runner import make_runner
 from ..inference.separate import (SeparationOptions, model_input, normalize_mix, output_stems, stem_files,
                                   stems_from_estimate, write_stems)
 from ..msst.config import Config
+from ..outputs import AtomicFolder
 from .manifest import Manifest, hash_bytes, hash_file, model_key
 
 log = logging.getLogger(__name__)
@@ -234,26 +234,6 @@ def _header_seconds(path: str) -> float:
         return 0.0
 
 
-def _clean_leftovers(folder: str) -> None:
-    """Remove what an interrupted earlier job left next to ``folder``: AtomicFolder's staging
-    (``.NAME.part*``) and set-aside (``.NAME.old*``) folders. The manifest's lock is held."""
-    parent, base = os.path.split(os.path.abspath(folder))
-    try:
-        entries = os.listdir(parent)
-    except OSError:
-        return
-    for name in entries:
-        if name.startswith(f".{base}.part") or name.startswith(f".{base}.old"):
-            target = os.path.join(parent, name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                try:
-                    os.remove(target)
-                except OSError:
-                    pass
-
-
 def _reason(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if cause is not None and not isinstance(exc, ray.exceptions.RayActorError):
@@ -265,6 +245,13 @@ def _reason(exc: BaseException) -> str:
 def _is_lost_worker(exc: BaseException) -> bool:
     """A failure of the machinery (a worker, an actor or a node gone, an object lost), not of the file."""
     return isinstance(exc, ray.exceptions.RayError) and not isinstance(exc, ray.exceptions.RayTaskError)
+
+
+def _record(path: str, folder: str, content: str | None, model: str, settings: dict[str, Any], status: str,
+            duration: float | None = None, seconds: float = 0.0, error: str | None = None) -> dict[str, Any]:
+    """One manifest line (see ``streamer.cluster.manifest``)."""
+    return {"input": path, "hash": content, "model": model, "settings": settings, "status": status,
+            "duration": duration, "seconds": seconds, "error": error, "output": folder}
 
 
 def run_job(plan: dict[str, str], out_dir: str, source: ModelSource, opts: SeparationOptions,
@@ -286,17 +273,15 @@ def run_job(plan: dict[str, str], out_dir: str, source: ModelSource, opts: Separ
                 content = hash_file(path)
             except OSError as exc:
                 reason = f"cannot read {path}: {exc.strerror or exc}"
-                manifest.append({"input": path, "hash": None, "model": model, "settings": settings,
-                                 "status": "failed", "duration": None, "seconds": 0.0, "error": reason,
-                                 "output": folder})
+                manifest.append(_record(path, folder, None, model, settings, "failed", error=reason))
                 summary.failed.append((path, reason))
                 continue
             if manifest.is_done(path, content, model, settings, stem_files(names, folder, opts)):
                 summary.skipped.append(path)
                 continue
             todo.append(_File(path, folder, content, _header_seconds(path)))
-        for f in todo:
-            _clean_leftovers(f.folder)
+        for f in todo:  # what a killed earlier job left (the manifest's lock is held)
+            AtomicFolder(f.folder).remove_leftovers()
         if todo:
             _Runner(todo, manifest, source, opts, job, settings, model, summary, say).run()
     summary.wall_seconds = time.perf_counter() - t_start
@@ -481,7 +466,7 @@ class _Runner:
                 parts = [(start, torch.from_numpy(np.array(sums[k][0])), torch.from_numpy(np.array(sums[k][1])))
                          for start, sums in f.parts.values()]
                 ests.append(finish_chunks(plan, parts))
-            est = ests[0] if passes == 1 else ((ests[0] + ests[1][:, ::-1] - ests[2]) / 3.0).astype(np.float32)
+            est = ests[0] if passes == 1 else combine_tta(ests[0], ests[1][:, ::-1], ests[2])
             x = ray.get(f.refs[1])
             stems = stems_from_estimate(est, x, meta["mean"], meta["std"], self.source.config, self.opts.instrumental)
             write_stems(stems, self.source.config, f.folder, meta["rate"], meta["length"], self.opts,
@@ -490,9 +475,8 @@ class _Runner:
             self._fail(f, _reason(exc))
             return
         took = time.perf_counter() - f.started
-        self.manifest.append({"input": f.path, "hash": f.content, "model": self.model, "settings": self.settings,
-                              "status": "done", "duration": round(meta["seconds"], 3), "seconds": round(took, 3),
-                              "error": None, "output": f.folder})
+        self.manifest.append(_record(f.path, f.folder, f.content, self.model, self.settings, "done",
+                                     duration=round(meta["seconds"], 3), seconds=round(took, 3)))
         self.summary.done.append(f.path)
         self.summary.audio_seconds += meta["seconds"]
         self._release(f)
@@ -503,10 +487,9 @@ class _Runner:
         if f.failed is not None:
             return
         f.failed = reason
-        self.manifest.append({"input": f.path, "hash": f.content, "model": self.model, "settings": self.settings,
-                              "status": "failed", "duration": None,
-                              "seconds": round(time.perf_counter() - f.started, 3) if f.started else 0.0,
-                              "error": reason, "output": f.folder})
+        took = round(time.perf_counter() - f.started, 3) if f.started else 0.0
+        self.manifest.append(_record(f.path, f.folder, f.content, self.model, self.settings, "failed",
+                                     seconds=took, error=reason))
         self.summary.failed.append((f.path, reason))
         self._release(f)
         self.bar.update(1)

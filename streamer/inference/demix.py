@@ -207,8 +207,6 @@ def demix(
     between machines: :func:`demix_range` and :func:`finish_chunks`.)
     """
     mix = check_mix(mix)
-    if batch_size < 1:
-        raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
     plan = plan_chunks(mix.shape[1], chunk_size, num_overlap)
     x = pad_for_chunks(mix, plan)
     numerator, counter = demix_range(model, x, plan, 0, len(plan.starts), batch_size=batch_size, device=device,
@@ -222,4 +220,10 @@ def demix_tta(model: Model, mix: np.ndarray, chunk_size: int, num_overlap: int, 
     plain = demix(model, mix, chunk_size, num_overlap, **kwargs)
     swapped = demix(model, mix[::-1].copy(), chunk_size, num_overlap, **kwargs)[:, ::-1]
     inverted = demix(model, -mix, chunk_size, num_overlap, **kwargs)
+    return combine_tta(plain, swapped, inverted)
+
+
+def combine_tta(plain: np.ndarray, swapped: np.ndarray, inverted: np.ndarray) -> np.ndarray:
+    """The test-time-augmentation average: ``swapped`` with its channels already swapped back,
+    ``inverted`` the estimate of the polarity-inverted mix (subtracted)."""
     return ((plain + swapped - inverted) / 3.0).astype(np.float32)
