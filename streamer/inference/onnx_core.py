@@ -4,7 +4,9 @@ A Roformer's forward is ``synthesis(core(analysis(audio)), length)``. The core h
 fixed window, so it exports to one ONNX graph per window length (the TorchScript-based exporter,
 opset 18); ONNX Runtime then runs it faster than eager torch on the CPU. Complex tensors do not export,
 so the exported graph returns the masked spectra as real (B, N, F*S, T, 2) and the complex view is
-taken in torch afterwards. The STFT and iSTFT stay in torch.
+taken in torch afterwards. The STFT and iSTFT stay in torch. Attention exports as ONNX Runtime's fused
+``MultiHeadAttention`` and ``RotaryEmbedding`` operators (:mod:`.onnx_fused`; 20% off the demo model's
+core); a runtime that cannot run them gets the plain traced graph instead.
 
 The graph is exported once and cached under :func:`cache_dir` (``STEMSTREAM_CACHE_DIR`` overrides),
 named by :func:`cache_key`: a hash of the weights, the model's structure and the source of the modules
@@ -21,6 +23,7 @@ request raises OnnxUnavailable and the caller runs that precision in torch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -38,13 +41,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from . import onnx_fused
+
 _logger = logging.getLogger(__name__)
 
 OPSET = 18
 PRECISIONS = ("fp32", "int8")
 _ALIASES = {"float32": "fp32"}
 INT8_CHECK_TOL = 0.2       # int8 on the check window: a gross failure only (typical errors 1-5% of the scale)
-_KEY_VERSION = 1          # bump when the exported graph's contract changes
+_KEY_VERSION = 2          # bump when the exported graph's contract changes (2: fused attention)
 _STALE_EXPORT_S = 3600.0  # temporary export folders older than this are left-overs of a killed process
 
 
@@ -133,7 +138,7 @@ def _structure(model: nn.Module) -> str:
 
 def _source_files(model: nn.Module) -> list[str]:
     """The source files of the (non-torch) modules that define the model's classes, and this file."""
-    files = {os.path.abspath(__file__)}
+    files = {os.path.abspath(__file__), os.path.abspath(onnx_fused.__file__)}
     for module in model.modules():
         for cls in type(module).__mro__:
             mod = sys.modules.get(cls.__module__)
@@ -222,15 +227,17 @@ def _clean_stale_exports(folder: pathlib.Path) -> None:
             pass
 
 
-def _export(model: nn.Module, example: torch.Tensor, path: pathlib.Path) -> None:
+def _export(model: nn.Module, example: torch.Tensor, path: pathlib.Path, fused: bool = True) -> None:
     """Export the real-output core to ``path`` atomically: into a private temporary folder next to
-    it, then renamed into place; nothing is left behind when it fails."""
+    it, then renamed into place; nothing is left behind when it fails. ``fused``: attention as ONNX
+    Runtime's fused operators (:mod:`.onnx_fused`), else as traced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_exports(path.parent)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
     try:
         out = tmp / "core.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
+        fuse = onnx_fused.fused_attention(model) if fused else contextlib.nullcontext()
+        with torch.no_grad(), warnings.catch_warnings(), fuse:
             warnings.simplefilter("ignore")  # the tracer's warnings about Python control flow
             torch.onnx.export(
                 _RealCore(model), (example,), str(out), dynamo=False, opset_version=OPSET,
@@ -349,23 +356,39 @@ class OnnxCore:
         seconds = self.window / float(getattr(model, "audio_sample_rate", 44100) or 44100)
         start = time.perf_counter()
         fp32_path = self.path if self.precision == "fp32" else folder / f"{cache_key(model, channels, window, 'fp32')}.onnx"
+        if self.precision == "int8" and fp32_path.is_file():
+            _say(log, f"quantising the model core's matrix products to int8 for {seconds:.2f} s windows (once; cached in {folder})")
+        else:
+            _say(log, f"exporting the model core to ONNX for {seconds:.2f} s windows (once; cached in {folder})")
         try:
-            if self.precision == "fp32" or not fp32_path.is_file():
-                _say(log, f"exporting the model core to ONNX for {seconds:.2f} s windows (once; cached in {folder})")
-                _export(model, example, fp32_path)
+            self._build(example, fp32_path, fused=True)
+            self._open_and_check(example, reference, check_tol)
+        except OnnxUnavailable as fused_failure:
+            # an ONNX Runtime without the fused attention operators (or where they disagree with
+            # torch): the plain traced graph, which needs only standard operators
+            self.path.unlink(missing_ok=True)
+            fp32_path.unlink(missing_ok=True)
+            _logger.info("fused attention graph unusable (%s); exporting the plain graph", fused_failure)
+            try:
+                self._build(example, fp32_path, fused=False)
+                self._open_and_check(example, reference, check_tol)
+            except OnnxUnavailable:
+                self.path.unlink(missing_ok=True)
+                raise
+        self.export_seconds = time.perf_counter() - start
+        self.exported = True
+
+    def _build(self, example: torch.Tensor, fp32_path: pathlib.Path, fused: bool) -> None:
+        """Export the fp32 graph to ``fp32_path`` (unless an int8 graph is wanted and a checked fp32
+        graph is already cached there), then quantise it for int8."""
+        try:
+            if self.precision == "fp32" or not fp32_path.is_file() or not fused:
+                _export(self.model, example, fp32_path, fused=fused)
             if self.precision == "int8":
-                _say(log, "quantising the model core's matrix products to int8 (once; cached)")
                 _quantize(fp32_path, self.path)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means: use torch
             hint = " (the exporter needs the onnx package: pip install onnx)" if _onnx_version() == "none" else ""
             raise OnnxUnavailable(f"exporting the model core to ONNX failed: {type(exc).__name__}: {exc}{hint}") from exc
-        self.export_seconds = time.perf_counter() - start
-        self.exported = True
-        try:
-            self._open_and_check(example, reference, check_tol)
-        except OnnxUnavailable:
-            self.path.unlink(missing_ok=True)
-            raise
 
     def _open_and_check(self, example: torch.Tensor, reference: torch.Tensor, tol: float) -> None:
         try:
