@@ -55,11 +55,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(REPO / "runs" / "demo_v2"), help="data and run folder (default runs/demo_v2)")
     ap.add_argument("--train-songs", type=int, default=160)
-    ap.add_argument("--val-songs", type=int, default=6)
+    ap.add_argument("--val-songs", type=int, default=12)
+    ap.add_argument("--val-seconds", type=float, default=20.0, help="seconds of each validation song scored (default: whole songs)")
     ap.add_argument("--heldout-songs", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--minutes", type=float, help="training time of this run (default: until --steps)")
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4: fine-tuning from --init)")
+    ap.add_argument("--no-augment", action="store_true", help="train on plain remixes (see stemstream train --help)")
+    ap.add_argument("--threads", type=int, help="torch threads of the training process")
+    ap.add_argument("--run", default="run", help="run folder under WORK (default run), to compare settings side by side")
     ap.add_argument("--init", default=str(V1), help="weights to start from when there is no run yet")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="songs generated at once")
     ap.add_argument("--heldout", action="store_true", help="also generate the held-out songs and score the best model")
@@ -69,10 +74,14 @@ def main() -> int:
     data = {name: work / "data" / name for name in SETS}
     generate(data["train"], SETS["train"], args.train_songs, args.seconds, args.jobs)
     generate(data["val"], SETS["val"], args.val_songs, args.seconds, args.jobs)
-    run = work / "run"
+    run = work / args.run
     cmd = [*STEMSTREAM, "train", str(data["train"]), "--val", str(data["val"]), "--config", str(CONFIG),
-           "--out", str(run), "--steps", str(args.steps), "--val-every", "300", "--val-seconds", "10",
-           "--batch-size", "4", "--segment", "1"]
+           "--out", str(run), "--steps", str(args.steps), "--val-every", "300", "--val-seconds", f"{args.val_seconds:g}",
+           "--batch-size", "4", "--segment", "1", "--lr", f"{args.lr:g}"]
+    if args.no_augment:
+        cmd.append("--no-augment")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     cmd += ["--resume"] if (run / "last.ckpt").is_file() else ["--init", args.init]
     if args.minutes:
         cmd += ["--max-minutes", str(args.minutes)]
