@@ -68,6 +68,17 @@ def register(sub) -> None:
     sy.add_argument("--out", required=True, help="output folder")
     sy.set_defaults(func=cmd_synth)
 
+    fr = sub.add_parser(
+        "fetch-real", help="fetch a real multitrack excerpt (MUSDB18, via the stempeg package) for the real-music check",
+        description="Downloads the stempeg package's source from the package index (pip download, about 1 MB, once; "
+                    "kept in the user cache), takes its 6-second MUSDB18 excerpt ('The Easton Ellises - Falcon 69', "
+                    "a stem file) and writes OUT/the_easton_ellises-falcon_69/{mixture,drums,bass,other,vocals}.wav "
+                    "for `stemstream eval OUT`. For evaluation only: never train or tune on it. Needs PyAV "
+                    "(pip install av).")
+    fr.add_argument("--out", required=True, help="output folder (a folder of song folders)")
+    fr.add_argument("--cache", help="where the stem file is kept (default: the user cache folder)")
+    fr.set_defaults(func=cmd_fetch_real)
+
     tr = sub.add_parser(
         "train", help="train a Roformer on songs in MUSDB18-HQ layout (synthetic or real)",
         description="Trains the model of --config on random remixes of the stems under DATA (one folder per song "
@@ -180,6 +191,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
             print(f"{folder}: {args.seconds:g} s, {i['style']} in {i['meter']} at {i['tempo']} bpm in {i['key']}, "
                   f"{form}, {i['vocal_style']} vocals ({i['vocals']['voice']})"
                   f"{', with a vocal-like lead in other' if i['confuser_lead'] else ''}")
+    return 0
+
+
+def cmd_fetch_real(args: argparse.Namespace) -> int:
+    from streamer.lab.realmusic import fetch_real_music
+    from streamer.outputs import output_folder
+
+    with output_folder(args.out):
+        folder = fetch_real_music(args.out, cache=args.cache)
+    print(f"{folder}: mixture and 4 stems of a real recording (MUSDB18 excerpt, evaluation only)")
     return 0
 
 

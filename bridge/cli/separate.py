@@ -73,6 +73,7 @@ def register(sub) -> None:
 
 def cmd_separate(args: argparse.Namespace) -> int:
     from streamer.errors import AudioError
+    from streamer.inference.demix import RunnerCache
     from streamer.inference.separate import list_inputs, plan_outputs, separate_file
     from streamer.outputs import output_folder
 
@@ -90,9 +91,11 @@ def cmd_separate(args: argparse.Namespace) -> int:
             check_length(f"--chunk-size {args.chunk_size}", args.chunk_size, loaded.config)
         opts = _options(args, device=str(loaded.device), precision=loaded.precision,
                         progress=not args.no_progress and sys.stderr.isatty())
+        # one runner per chunk size for every file: the ONNX core (or auto's timing) is made once
+        runners = RunnerCache(loaded.model, opts.device, opts.precision, opts.backend)
         for path, folder in plan.items():
             t0 = time.perf_counter()
-            result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder)
+            result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder, runners=runners)
             took = time.perf_counter() - t0
             seconds = next(iter(result.stems.values())).shape[1] / result.sample_rate
             print(f"{path}: {len(result.files)} stems in {took:.1f} s ({took / max(seconds, 1e-9):.2f}x real time)"

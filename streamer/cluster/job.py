@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from ..audio import check_finite, read_audio_bytes
 from ..errors import SettingsError
-from ..inference.demix import check_mix, combine_tta, demix_range, finish_chunks, pad_for_chunks, plan_chunks
-from ..inference.runner import make_runner
+from ..inference.demix import (RunnerCache, check_mix, combine_tta, demix_range, finish_chunks, pad_for_chunks,
+                               plan_chunks)
 from ..inference.separate import (SeparationOptions, model_input, normalize_mix, output_stems, stem_files,
                                   stems_from_estimate, write_stems)
 from ..msst.config import Config
@@ -169,7 +169,7 @@ class _Separator:
         self.precision = loaded.precision
         self.opts = opts
         self.batch = int(opts.batch_size or source.config.batch_size)
-        self.runners: dict[tuple[int, int], Any] = {}   # (chunk, channels) -> make_runner, made once
+        self.runners = RunnerCache(self.model, self.device, self.precision, opts.backend)  # made once per chunk size
         self.label = f"{ray.util.get_node_ip_address()}:{os.getpid()}" + (f" {self.device}" if self.device.type != "cpu" else "")
 
     def ready(self) -> str:
@@ -180,16 +180,12 @@ class _Separator:
         start, end = plan.span(first, last)
         span = torch.from_numpy(np.array(padded[:, start:end], dtype=np.float32))
         passes = [span, span.flip(0), -span] if tta else [span]
-        key = (plan.chunk_size, span.shape[0])
-        if key not in self.runners:
-            self.runners[key] = (make_runner(self.model, plan.chunk_size, self.device, self.precision,
-                                             backend=self.opts.backend, channels=span.shape[0])
-                                 if self.opts.backend != "torch" else None)
+        runner = self.runners.get(plan.chunk_size, span.shape[0])
         sums = []
         for x in passes:
             numerator, weights = demix_range(self.model, x, plan, first, last, batch_size=self.batch,
                                              device=self.device, precision=self.precision,
-                                             backend=self.opts.backend, runner=self.runners[key])
+                                             backend=self.opts.backend, runner=runner)
             sums.append((numerator.numpy(), weights.numpy()))
         return start, sums, time.perf_counter() - t0
 

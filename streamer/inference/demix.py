@@ -54,6 +54,29 @@ def plan_chunks(length: int, chunk_size: int, num_overlap: int) -> ChunkPlan:
     return ChunkPlan(length, chunk_size, num_overlap, border, padded, tuple(starts))
 
 
+class RunnerCache:
+    """``make_runner`` results for one model, made on first use per (chunk size, channels): a model that
+    separates many files or ranges pays the ONNX export or session, and ``auto``'s timing, once.
+    ``get`` returns None for the torch backend (``demix_range`` then runs the model directly)."""
+
+    def __init__(self, model: Model, device: str | torch.device | None = None, precision: str | None = None,
+                 backend: str = "torch"):
+        self.model = model
+        self.device = device
+        self.precision = precision
+        self.backend = backend
+        self._runners: dict[tuple[int, int], object] = {}
+
+    def get(self, chunk_size: int, channels: int):
+        if self.backend == "torch":
+            return None
+        key = (int(chunk_size), int(channels))
+        if key not in self._runners:
+            self._runners[key] = make_runner(self.model, chunk_size, self.device, self.precision,
+                                             backend=self.backend, channels=channels)
+        return self._runners[key]
+
+
 def check_mix(mix: np.ndarray) -> np.ndarray:
     """``mix`` as an array, or AudioError saying what is wrong with it."""
     mix = np.asarray(mix)
@@ -193,13 +216,15 @@ def demix(
     progress: bool = False,
     cuda_graph: bool | None = None,
     backend: str = "torch",
+    runners: RunnerCache | None = None,
 ) -> np.ndarray:
     """Separate ``mix`` (channels, samples) into (stems, channels, samples) float32.
 
     ``device`` defaults to the model's; ``precision`` (see ``streamer.inference.runner``) defaults to
     fp32, as MSST on CPU. ``cuda_graph``: replay full batches as a CUDA graph (see
     ``streamer.inference.graphs``; None: the default there). ``backend``: torch, onnx or auto, as
-    ``streamer.make_runner`` runs a chunk (the ONNX Runtime core: CPU, fp32 or int8).
+    ``streamer.make_runner`` runs a chunk (the ONNX Runtime core: CPU, fp32 or int8); ``runners``: a
+    :class:`RunnerCache` to take the runner from (and keep it for the next call) instead.
 
     Border reflect padding, chunk padding (reflect when more than half a chunk is real audio,
     zeros otherwise), weighted overlap-add divided by the summed weights, and 0 where no chunk
@@ -209,9 +234,10 @@ def demix(
     mix = check_mix(mix)
     plan = plan_chunks(mix.shape[1], chunk_size, num_overlap)
     x = pad_for_chunks(mix, plan)
+    runner = runners.get(chunk_size, x.shape[0]) if runners is not None else None
     numerator, counter = demix_range(model, x, plan, 0, len(plan.starts), batch_size=batch_size, device=device,
                                      precision=precision, progress=progress, cuda_graph=cuda_graph,
-                                     backend=backend)
+                                     backend=backend, runner=runner)
     return finish_chunks(plan, [(0, numerator, counter)])
 
 

@@ -12,7 +12,7 @@ from ..audio import AUDIO_EXTENSIONS, adapt_channels, check_finite, read_audio, 
 from ..outputs import AtomicFolder
 from ..errors import AudioError
 from ..msst.config import Config
-from .demix import demix, demix_tta
+from .demix import RunnerCache, demix, demix_tta
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ def stems_from_estimate(est: np.ndarray, mix: np.ndarray, mean: float | None, st
 
 
 def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
-                   opts: SeparationOptions | None = None) -> dict[str, np.ndarray]:
-    """Separate a (channels, samples) array already at the model's rate and channel count."""
+                   opts: SeparationOptions | None = None, runners: RunnerCache | None = None) -> dict[str, np.ndarray]:
+    """Separate a (channels, samples) array already at the model's rate and channel count. ``runners``:
+    a :class:`~streamer.inference.demix.RunnerCache` kept across calls (many files, one model)."""
     opts = opts or SeparationOptions()
     chunk = opts.chunk_size or config.chunk_size
     overlap = opts.num_overlap or config.num_overlap
@@ -78,7 +79,7 @@ def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
     x, mean, std = normalize_mix(mix, config)
     run = demix_tta if opts.tta else demix
     est = run(model, x, chunk, overlap, batch_size=batch, device=opts.device,
-              precision=opts.precision, progress=opts.progress, backend=opts.backend)
+              precision=opts.precision, progress=opts.progress, backend=opts.backend, runners=runners)
     return stems_from_estimate(est, mix, mean, std, config, opts.instrumental)
 
 
@@ -88,7 +89,8 @@ def model_input(audio: np.ndarray, rate: int, config: Config, where: str) -> np.
 
 
 def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: str,
-                  opts: SeparationOptions | None = None, folder: str | None = None) -> SeparationResult:
+                  opts: SeparationOptions | None = None, folder: str | None = None,
+                  runners: RunnerCache | None = None) -> SeparationResult:
     """Separate one file into ``folder/<stem>.<fmt>``; ``folder`` defaults to ``out_dir/<file name>`` (see
     :func:`plan_outputs` for several inputs).
 
@@ -108,7 +110,7 @@ def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: st
     stems_folder = AtomicFolder(folder, replaceable=[*config.stems, "instrumental"])
     stems_folder.check()  # before the long work, and again when swapping into place
     x = model_input(audio, rate, config, path)
-    stems = separate_array(model, config, x, opts)
+    stems = separate_array(model, config, x, opts, runners)
     result = SeparationResult(stems=stems, sample_rate=config.sample_rate)
     result.files = write_stems(stems, config, folder, rate, audio.shape[1], opts, stems_folder, name)
     return result

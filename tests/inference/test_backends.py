@@ -106,3 +106,36 @@ def test_int8_runs_in_the_onnx_core_within_its_tolerance(model, tmp_path):
         demix(m, mix, 11025, 2, precision="int8", backend="torch")
     assert resolve_precision("int8", "cpu") == "int8"
     assert resolve_precision("int8", "meta") == "fp32"
+
+
+@needs_ort
+def test_separate_of_many_files_makes_one_runner(model, tmp_path, monkeypatch):
+    """Plain `separate` of a library makes the ONNX core (and auto's timing) once, not once per file,
+    and every file's stems equal torch's."""
+    import soundfile as sf
+
+    from bridge.cli.main import main
+    from streamer.inference import demix as demix_module
+
+    _, config = model
+    made = []
+    real = demix_module.make_runner
+    monkeypatch.setattr(demix_module, "make_runner", lambda *a, **kw: made.append(a[1]) or real(*a, **kw))
+    rng = np.random.default_rng(5)
+    inputs = []
+    for i, n in enumerate((30000, 12000, 45000)):
+        path = tmp_path / f"song{i}.wav"
+        sf.write(path, (rng.standard_normal((n, 2)) * 0.1).astype(np.float32), 44100, subtype="FLOAT")
+        inputs.append(str(path))
+    ckpt = tmp_path / "m.ckpt"
+    torch.save(model[0].state_dict(), ckpt)
+    common = ["--config", str(tmp_path / "m.yaml"), "--checkpoint", str(ckpt), "--no-progress"]
+    assert main(["separate", *inputs, *common, "--out", str(tmp_path / "onnx"), "--backend", "onnx"]) == 0
+    assert made == [11025]
+    assert main(["separate", *inputs, *common, "--out", str(tmp_path / "torch"), "--backend", "torch"]) == 0
+    assert made == [11025]  # torch needs no runner
+    for i in range(3):
+        for stem in config.stems:
+            a, _ = sf.read(tmp_path / "onnx" / f"song{i}" / f"{stem}.wav", dtype="float32")
+            b, _ = sf.read(tmp_path / "torch" / f"song{i}" / f"{stem}.wav", dtype="float32")
+            np.testing.assert_allclose(a, b, atol=1e-5)

@@ -1,0 +1,112 @@
+"""Real multitrack music for the real-music check: the one real recording with stems a package registry
+provides, fetched and decoded into the song-folder layout ``stemstream eval`` reads.
+
+The ``stempeg`` package (its source distribution on PyPI) ships a 6-second excerpt of a MUSDB18 track,
+"The Easton Ellises - Falcon 69", as a Native Instruments stem file: five AAC streams in an MP4,
+mixture, drums, bass, other and vocals (the MUSDB18 order). It is fetched with ``pip download``
+(nothing else is reachable on the project's machines), the one member extracted, and the streams
+decoded with PyAV. The audio is MUSDB18's, for evaluation only: it is not part of this repository, and
+no model of this project is trained or tuned on it.
+
+Note on the stem file: its mixture is the real one, not the sum of the decoded stems (they differ by
+about -15 dB relative to the mixture: separate AAC encodes and the track's own mix), so scores are
+measured as the data set defines them, the model's estimates from the mixture against each stem.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import numpy as np
+
+from ..errors import AudioError, SettingsError
+
+PACKAGE = "stempeg==0.2.6"
+MEMBER = "stempeg/data/The Easton Ellises - Falcon 69.stem.mp4"
+SONG = "the_easton_ellises-falcon_69"
+STREAMS = ("mixture", "drums", "bass", "other", "vocals")  # the stream order of MUSDB18's stem files
+
+
+def download_stem_file(dest: pathlib.Path, pip: list[str] | None = None) -> pathlib.Path:
+    """``dest`` (the .stem.mp4), fetched unless already there: ``pip download`` of stempeg's source
+    distribution into a temporary folder, the one member extracted and renamed into place."""
+    dest = pathlib.Path(dest)
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:
+        cmd = (pip or [sys.executable, "-m", "pip"]) + ["download", "--no-deps", "--no-binary", ":all:",
+                                                         "--disable-pip-version-check", "-q", "-d", tmp, PACKAGE]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        archives = sorted(pathlib.Path(tmp).glob("stempeg-*.tar.gz"))
+        if run.returncode != 0 or not archives:
+            why = (run.stderr or run.stdout).strip().splitlines()
+            raise SettingsError(f"could not download {PACKAGE} from the package index: "
+                                f"{why[-1] if why else f'pip exited with {run.returncode}'}")
+        with tarfile.open(archives[0]) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(MEMBER)), None)
+            if member is None:
+                raise SettingsError(f"{archives[0].name} holds no {MEMBER}")
+            part = pathlib.Path(tmp) / "clip.stem.mp4"
+            with tar.extractfile(member) as src, open(part, "wb") as out:  # type: ignore[union-attr]
+                shutil.copyfileobj(src, out)
+        os.replace(part, dest)
+    return dest
+
+
+def decode_stem_file(path: pathlib.Path) -> tuple[dict[str, np.ndarray], int]:
+    """The streams of a stem file as {name: (channels, samples) float32} at its rate, all cut to the
+    shortest stream's length."""
+    try:
+        import av
+    except ImportError:
+        raise SettingsError("decoding stem files needs PyAV: pip install av") from None
+    audio: dict[str, np.ndarray] = {}
+    rate = None
+    try:
+        with av.open(str(path)) as container:
+            count = len(container.streams.audio)
+        if count != len(STREAMS):
+            raise AudioError(f"{path}: {count} audio streams, a stem file has {len(STREAMS)}")
+        for index, name in enumerate(STREAMS):
+            with av.open(str(path)) as container:
+                stream = container.streams.audio[index]
+                rate = rate or stream.rate
+                if stream.rate != rate:
+                    raise AudioError(f"{path}: stream {index} at {stream.rate} Hz, the first at {rate} Hz")
+                frames = [frame.to_ndarray() for frame in container.decode(stream)]
+            if not frames:
+                raise AudioError(f"{path}: stream {index} ({name}) holds no audio")
+            data = np.concatenate([f if f.ndim == 2 else f[None] for f in frames], axis=1)
+            if data.dtype.kind in "iu":  # packed integer formats: scale to [-1, 1)
+                data = data / float(np.iinfo(data.dtype).max + 1)
+            audio[name] = np.ascontiguousarray(data, dtype=np.float32)
+    except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+        raise AudioError(f"{path}: cannot decode: {exc}") from None
+    length = min(a.shape[1] for a in audio.values())
+    return {name: a[:, :length] for name, a in audio.items()}, int(rate)
+
+
+def fetch_real_music(out: str | os.PathLike, cache: str | os.PathLike | None = None) -> pathlib.Path:
+    """``OUT/<song>/{mixture,drums,bass,other,vocals}.wav`` (float32) from stempeg's MUSDB18 excerpt;
+    the stem file is kept in ``cache`` (default: the user cache folder) so a second call does not
+    download again. Returns the song folder. The folder appears whole or not at all."""
+    from ..outputs import AtomicFolder
+
+    if cache is None:
+        from ..inference.onnx_core import cache_dir
+        cache = cache_dir().parent / "real-music"
+    stem_file = download_stem_file(pathlib.Path(cache) / "falcon69.stem.mp4")
+    audio, rate = decode_stem_file(stem_file)
+    folder = pathlib.Path(out) / SONG
+    writer = AtomicFolder(folder, replaceable=STREAMS)
+    writer.check()
+    with writer:
+        for name in STREAMS:
+            writer.write(str(folder / f"{name}.wav"), audio[name], rate, "FLOAT")
+    return folder
