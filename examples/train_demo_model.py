@@ -6,7 +6,8 @@ none). ``--minutes`` bounds one run, so a training can proceed over several work
 
     python examples/train_demo_model.py --minutes 45            # data, then 45 minutes of training
     python examples/train_demo_model.py --minutes 45            # 45 more, from where it stopped
-    python examples/train_demo_model.py --heldout               # also the held-out songs, then score
+    python examples/train_demo_model.py --heldout               # then score v1 and the run on the held-out
+                                                                # songs and the real-music excerpt
 
 Seeds (never shared between the sets): training 100000-, validation 910000-, held-out 520000-.
 Songs are written by ``stemstream synth`` in ``--jobs`` processes at once.
@@ -91,10 +92,15 @@ def main() -> int:
         return code
     if args.heldout:
         generate(data["heldout"], SETS["heldout"], args.heldout_songs, args.seconds, args.jobs)
+        real = work / "data" / "real"
+        fetched = subprocess.run([*STEMSTREAM, "fetch-real", "--out", str(real)], cwd=REPO).returncode == 0
         for name, ckpt in (("v1 (bundled)", V1), ("this run's best", run / "model.ckpt")):
-            print(f"== {name}", flush=True)
-            subprocess.run([*STEMSTREAM, "eval", str(data["heldout"]), "--config", str(run / "config.yaml"),
-                            "--checkpoint", str(ckpt), "--presets"], cwd=REPO)
+            for label, folder in (("held-out generated songs", data["heldout"]), ("real music", real)):
+                if folder == real and not fetched:
+                    continue
+                print(f"== {name}, {label}", flush=True)
+                subprocess.run([*STEMSTREAM, "eval", str(folder), "--config", str(run / "config.yaml"),
+                                "--checkpoint", str(ckpt), "--presets", "balanced", "--backend", "onnx"], cwd=REPO)
     return 0
 
 
