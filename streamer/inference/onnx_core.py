@@ -252,6 +252,18 @@ def _export(model: nn.Module, example: torch.Tensor, path: pathlib.Path, fused: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _onnx_hint() -> str:
+    return " (the exporter needs the onnx package: pip install onnx)" if _onnx_version() == "none" else ""
+
+
+def _export_or_raise(model: nn.Module, example: torch.Tensor, path: pathlib.Path, fused: bool) -> None:
+    """:func:`_export`, any failure as OnnxUnavailable."""
+    try:
+        _export(model, example, path, fused=fused)
+    except Exception as exc:  # noqa: BLE001 - any exporter failure means: use torch
+        raise OnnxUnavailable(f"exporting the model core to ONNX failed: {type(exc).__name__}: {exc}{_onnx_hint()}") from exc
+
+
 def _quantize(source: pathlib.Path, path: pathlib.Path) -> None:
     """The int8 graph of the fp32 graph ``source`` at ``path``, atomically: ONNX Runtime's dynamic
     quantisation of the MatMul nodes (int8 weights, per-call activation scales)."""
@@ -344,57 +356,71 @@ class OnnxCore:
         self.input_shape = tuple(example.shape)
         self.output_shape = tuple(reference.shape)
 
+        fp32_tol = check_tol
         if self.precision == "int8":
             check_tol = max(check_tol, INT8_CHECK_TOL)
         if self.path.is_file():
             try:
-                self._open_and_check(example, reference, check_tol)
+                self._open_and_check(self.path, example, reference, check_tol)
                 return
             except OnnxUnavailable:
                 # a cached graph that no longer opens or matches (e.g. another onnxruntime build)
                 self.path.unlink(missing_ok=True)
         seconds = self.window / float(getattr(model, "audio_sample_rate", 44100) or 44100)
         start = time.perf_counter()
-        fp32_path = self.path if self.precision == "fp32" else folder / f"{cache_key(model, channels, window, 'fp32')}.onnx"
-        if self.precision == "int8" and fp32_path.is_file():
-            _say(log, f"quantising the model core's matrix products to int8 for {seconds:.2f} s windows (once; cached in {folder})")
-        else:
+        if self.precision == "fp32":
             _say(log, f"exporting the model core to ONNX for {seconds:.2f} s windows (once; cached in {folder})")
-        try:
-            self._build(example, fp32_path, fused=True)
-            self._open_and_check(example, reference, check_tol)
-        except OnnxUnavailable as fused_failure:
-            # an ONNX Runtime without the fused attention operators (or where they disagree with
-            # torch): the plain traced graph, which needs only standard operators
-            self.path.unlink(missing_ok=True)
-            fp32_path.unlink(missing_ok=True)
-            _logger.info("fused attention graph unusable (%s); exporting the plain graph", fused_failure)
+            self._export_checked(self.path, example, reference, fp32_tol, log)
+        else:
+            # int8: quantise the checked fp32 graph (cached under its own key, which fp32 runs then reuse);
+            # a failure here never touches that fp32 graph
+            fp32_path = folder / f"{cache_key(model, channels, window, 'fp32')}.onnx"
+            if fp32_path.is_file():
+                _say(log, f"quantising the model core's matrix products to int8 for {seconds:.2f} s windows "
+                          f"(once; cached in {folder})")
+            else:
+                _say(log, f"exporting the model core to ONNX and quantising it to int8 for {seconds:.2f} s windows "
+                          f"(once; cached in {folder})")
+                self._export_checked(fp32_path, example, reference, fp32_tol, log)
             try:
-                self._build(example, fp32_path, fused=False)
-                self._open_and_check(example, reference, check_tol)
+                _quantize(fp32_path, self.path)
+            except Exception as exc:  # noqa: BLE001 - the quantiser's failure means: use torch
+                self.path.unlink(missing_ok=True)
+                raise OnnxUnavailable(f"quantising the model core to int8 failed: {type(exc).__name__}: {exc}"
+                                      f"{_onnx_hint()}") from exc
+            try:
+                self._open_and_check(self.path, example, reference, check_tol)
             except OnnxUnavailable:
                 self.path.unlink(missing_ok=True)
                 raise
         self.export_seconds = time.perf_counter() - start
         self.exported = True
 
-    def _build(self, example: torch.Tensor, fp32_path: pathlib.Path, fused: bool) -> None:
-        """Export the fp32 graph to ``fp32_path`` (unless an int8 graph is wanted and a checked fp32
-        graph is already cached there), then quantise it for int8."""
+    def _export_checked(self, path: pathlib.Path, example: torch.Tensor, reference: torch.Tensor, tol: float,
+                        log: Any) -> None:
+        """An fp32 graph at ``path`` that opens and matches torch within ``tol``, with this core's
+        session on it: attention as the fused operators, or, where those cannot run or disagree with
+        torch, the plain traced graph. Nothing is left at ``path`` when neither works."""
         try:
-            if self.precision == "fp32" or not fp32_path.is_file() or not fused:
-                _export(self.model, example, fp32_path, fused=fused)
-            if self.precision == "int8":
-                _quantize(fp32_path, self.path)
-        except Exception as exc:  # noqa: BLE001 - any exporter failure means: use torch
-            hint = " (the exporter needs the onnx package: pip install onnx)" if _onnx_version() == "none" else ""
-            raise OnnxUnavailable(f"exporting the model core to ONNX failed: {type(exc).__name__}: {exc}{hint}") from exc
+            _export_or_raise(self.model, example, path, fused=True)
+            self._open_and_check(path, example, reference, tol)
+            return
+        except OnnxUnavailable as fused_failure:
+            path.unlink(missing_ok=True)
+            _say(log, f"the fused attention graph cannot be used here ({fused_failure}); exporting the plain graph")
+        try:
+            _export_or_raise(self.model, example, path, fused=False)
+            self._open_and_check(path, example, reference, tol)
+        except OnnxUnavailable:
+            path.unlink(missing_ok=True)
+            raise
 
-    def _open_and_check(self, example: torch.Tensor, reference: torch.Tensor, tol: float) -> None:
+    def _open_and_check(self, path: pathlib.Path, example: torch.Tensor, reference: torch.Tensor, tol: float) -> None:
+        """Open ``path`` as this core's session and compare it with torch on the check window."""
         try:
-            self.session = _session(self.path, self.threads, self.spin)
+            self.session = _session(path, self.threads, self.spin)
         except Exception as exc:  # noqa: BLE001
-            raise OnnxUnavailable(f"ONNX Runtime could not open {self.path}: {type(exc).__name__}: {exc}") from exc
+            raise OnnxUnavailable(f"ONNX Runtime could not open {path}: {type(exc).__name__}: {exc}") from exc
         self._input = self.session.get_inputs()[0].name
         try:
             got = self._run(example)

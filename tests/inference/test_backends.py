@@ -110,8 +110,8 @@ def test_int8_runs_in_the_onnx_core_within_its_tolerance(model, tmp_path):
 
 @needs_ort
 def test_separate_of_many_files_makes_one_runner(model, tmp_path, monkeypatch):
-    """Plain `separate` of a library makes the ONNX core (and auto's timing) once, not once per file,
-    and every file's stems equal torch's."""
+    """Plain `separate` of a library makes the ONNX core once, not once per file, and every file's
+    stems equal torch's."""
     import soundfile as sf
 
     from bridge.cli.main import main

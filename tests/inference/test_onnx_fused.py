@@ -32,6 +32,10 @@ def op_types(path):
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
+def op_count(path, op):
+    return sum(node.op_type == op for node in onnx.load(str(path)).graph.node)
+
+
 @pytest.mark.parametrize("rotary", [True, False], ids=["rotary", "no-rotary"])
 @pytest.mark.parametrize("length", [1, 7, 50])
 def test_the_fused_forward_is_the_models_to_the_bit(rotary, length):
@@ -72,7 +76,8 @@ def test_the_exported_graph_has_the_fused_operators_and_equals_torch(tmp_path, k
     core = OnnxCore(model, 2, 11025, threads=1, cache=tmp_path / "cache", log=lambda s: None)
     ops = op_types(core.path)
     assert {"MultiHeadAttention", "RotaryEmbedding"} <= ops
-    assert "Softmax" not in ops or extra  # linear attention keeps its own (traced) softmax
+    assert op_count(core.path, "MultiHeadAttention") == 2  # one time and one frequency transformer
+    assert op_count(core.path, "Softmax") == (1 if extra else 0)  # linear attention keeps its traced softmax
     audio = torch.randn(1, 2, 11025, generator=torch.Generator().manual_seed(2)) * 0.5
     with torch.no_grad():
         reference = model(audio)
@@ -104,3 +109,40 @@ def test_a_runtime_without_the_fused_operators_gets_the_plain_graph(tmp_path, mo
     # the plain graph is what the cache holds now: the next core opens it without exporting
     again = OnnxCore(model, 2, 11025, threads=1, cache=cache, log=lambda s: None)
     assert not again.exported and len(refused) == 1
+
+
+def test_a_fused_graph_that_disagrees_with_torch_gives_way_to_the_plain_graph(tmp_path, monkeypatch):
+    """A fused operator that runs but computes something else (here: the wrong scale) fails the check
+    window; the plain graph is exported, checked and cached instead, and a message says so."""
+    from streamer.inference import onnx_fused
+
+    def wrong_scale(g, q, k, v, heads):
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=heads, scale_f=0.5)
+        out.setType(q.type())
+        return out
+
+    monkeypatch.setattr(onnx_fused._MultiHeadAttention, "symbolic", staticmethod(wrong_scale))
+    said = []
+    model = build(tmp_path, "bs")
+    core = OnnxCore(model, 2, 11025, threads=1, cache=tmp_path / "cache", log=said.append)
+    assert "MultiHeadAttention" not in op_types(core.path) and core.check_error < TOL
+    assert any("plain graph" in line and "differs from torch" in line for line in said)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [core.path.name]
+
+
+def test_a_failed_int8_quantisation_leaves_the_cached_fp32_graph_alone(tmp_path, monkeypatch):
+    model = build(tmp_path, "bs")
+    cache = tmp_path / "cache"
+    fp32 = OnnxCore(model, 2, 11025, threads=1, cache=cache, log=lambda s: None)
+    before = fp32.path.read_bytes()
+
+    def broken_quantize(source, path):
+        path.write_bytes(b"half a graph")
+        raise RuntimeError("quantiser exploded")
+
+    monkeypatch.setattr(onnx_core, "_quantize", broken_quantize)
+    with pytest.raises(onnx_core.OnnxUnavailable, match="quantiser exploded"):
+        OnnxCore(model, 2, 11025, threads=1, cache=cache, precision="int8", log=lambda s: None)
+    assert sorted(p.name for p in cache.iterdir()) == [fp32.path.name] and fp32.path.read_bytes() == before
+    again = OnnxCore(model, 2, 11025, threads=1, cache=cache, log=lambda s: None)
+    assert not again.exported and "MultiHeadAttention" in op_types(again.path)
