@@ -9,6 +9,10 @@ none). ``--minutes`` bounds one run, so a training can proceed over several work
     python examples/train_demo_model.py --heldout               # then score v1 and the run on the held-out
                                                                 # songs and the real-music excerpt
 
+A new machine has no ``runs/`` folder: it starts from the committed progress checkpoint
+(``configs/training/demo_v2_progress.ckpt``, written by ``--save-progress``: the best weights so far,
+fp16) with a fresh optimiser and schedule, so the training carries on across machines too.
+
 Seeds (never shared between the sets): training 100000-, validation 910000-, held-out 520000-.
 Songs are written by ``stemstream synth`` in ``--jobs`` processes at once.
 """
@@ -25,6 +29,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 STEMSTREAM = [sys.executable, "-m", "bridge.cli"]
 CONFIG = REPO / "configs" / "models" / "bs_roformer_64x2_4stem.yaml"
 V1 = REPO / "streamer" / "assets" / "demo" / "demo_bs_roformer_64x2.ckpt"
+# the committed continuation point: a new machine (no runs/ folder) starts from here instead of v1
+PROGRESS = REPO / "configs" / "training" / "demo_v2_progress.ckpt"
 SETS = {"train": 100000, "val": 910000, "heldout": 520000}
 FILES = ("mixture.wav", "vocals.wav", "drums.wav", "bass.wav", "other.wav")
 
@@ -52,6 +58,28 @@ def generate(folder: pathlib.Path, first: int, count: int, seconds: float, jobs:
                 print(f"  {i}/{len(seeds)}", flush=True)
 
 
+def save_progress(run: pathlib.Path) -> None:
+    """The run's best weights in fp16 (half the size; loading converts back to fp32) and its validation
+    history beside them, written under temporary names and renamed."""
+    import json
+
+    import torch
+
+    state = torch.load(run / "model.ckpt", map_location="cpu", weights_only=True)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    PROGRESS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = PROGRESS.with_suffix(".ckpt.part")
+    torch.save(half, tmp)
+    os.replace(tmp, PROGRESS)
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    note = PROGRESS.with_suffix(".json")
+    tmp = note.with_suffix(".json.part")
+    tmp.write_text(json.dumps({"from_run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
+                               "history": history}, indent=1))
+    os.replace(tmp, note)
+    print(f"progress saved: {PROGRESS.relative_to(REPO)} ({PROGRESS.stat().st_size / 1e6:.1f} MB)", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(REPO / "runs" / "demo_v2"), help="data and run folder (default runs/demo_v2)")
@@ -66,7 +94,11 @@ def main() -> int:
     ap.add_argument("--no-augment", action="store_true", help="train on plain remixes (see stemstream train --help)")
     ap.add_argument("--threads", type=int, help="torch threads of the training process")
     ap.add_argument("--run", default="run", help="run folder under WORK (default run), to compare settings side by side")
-    ap.add_argument("--init", default=str(V1), help="weights to start from when there is no run yet")
+    ap.add_argument("--init", default=str(PROGRESS if PROGRESS.is_file() else V1),
+                    help="weights to start from when there is no run yet (default: the committed progress "
+                         "checkpoint configs/training/demo_v2_progress.ckpt if there is one, else v1)")
+    ap.add_argument("--save-progress", action="store_true",
+                    help="after training, store the run's best weights (fp16) as the committed progress checkpoint")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="songs generated at once")
     ap.add_argument("--heldout", action="store_true", help="also generate the held-out songs and score the best model")
     args = ap.parse_args()
@@ -90,6 +122,8 @@ def main() -> int:
     code = subprocess.run(cmd, cwd=REPO).returncode
     if code != 0:
         return code
+    if args.save_progress:
+        save_progress(run)
     if args.heldout:
         generate(data["heldout"], SETS["heldout"], args.heldout_songs, args.seconds, args.jobs)
         real = work / "data" / "real"
