@@ -6,7 +6,7 @@ none). ``--minutes`` bounds one run, so a training can proceed over several work
 
     python examples/train_demo_model.py --minutes 45            # data, then 45 minutes of training
     python examples/train_demo_model.py --minutes 45            # 45 more, from where it stopped
-    python examples/train_demo_model.py --heldout               # then score v1 and the run on the held-out
+    python examples/train_demo_model.py --heldout               # then score the bundled model and the run on the held-out
                                                                 # songs and the real-music excerpt
 
 A new machine has no ``runs/`` folder: it starts from the committed progress checkpoint
@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEMSTREAM = [sys.executable, "-m", "bridge.cli"]
 CONFIG = REPO / "configs" / "models" / "bs_roformer_64x2_4stem.yaml"
-V1 = REPO / "streamer" / "assets" / "demo" / "demo_bs_roformer_64x2.ckpt"
-# the committed continuation point: a new machine (no runs/ folder) starts from here instead of v1
+SHIPPED = REPO / "streamer" / "assets" / "demo" / "demo_bs_roformer_64x2.ckpt"
+# the committed continuation point: a new machine (no runs/ folder) starts from here instead of the bundled model
 PROGRESS = REPO / "configs" / "training" / "demo_v2_progress.ckpt"
 SETS = {"train": 100000, "val": 910000, "heldout": 520000}
 FILES = ("mixture.wav", "vocals.wav", "drums.wav", "bass.wav", "other.wav")
@@ -94,9 +94,9 @@ def main() -> int:
     ap.add_argument("--no-augment", action="store_true", help="train on plain remixes (see stemstream train --help)")
     ap.add_argument("--threads", type=int, help="torch threads of the training process")
     ap.add_argument("--run", default="run", help="run folder under WORK (default run), to compare settings side by side")
-    ap.add_argument("--init", default=str(PROGRESS if PROGRESS.is_file() else V1),
+    ap.add_argument("--init", default=str(PROGRESS if PROGRESS.is_file() else SHIPPED),
                     help="weights to start from when there is no run yet (default: the committed progress "
-                         "checkpoint configs/training/demo_v2_progress.ckpt if there is one, else v1)")
+                         "checkpoint configs/training/demo_v2_progress.ckpt if there is one, else the bundled demo model)")
     ap.add_argument("--save-progress", action="store_true",
                     help="after training, store the run's best weights (fp16) as the committed progress checkpoint")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="songs generated at once")
@@ -128,7 +128,7 @@ def main() -> int:
         generate(data["heldout"], SETS["heldout"], args.heldout_songs, args.seconds, args.jobs)
         real = work / "data" / "real"
         fetched = subprocess.run([*STEMSTREAM, "fetch-real", "--out", str(real)], cwd=REPO).returncode == 0
-        for name, ckpt in (("v1 (bundled)", V1), ("this run's best", run / "model.ckpt")):
+        for name, ckpt in (("the bundled model", SHIPPED), ("this run's best", run / "model.ckpt")):
             for label, folder in (("held-out generated songs", data["heldout"]), ("real music", real)):
                 if folder == real and not fetched:
                     continue
