@@ -547,6 +547,16 @@ def _chord_spans(plan: Plan, sec: Section):
             yield bar0, c, bar0 + c.beat, bar0 + end
 
 
+def _pattern_hits(plan: Plan, sec: Section, pattern: list[float]):
+    """Each hit of a one-bar rhythm over the section's bars: (index in the pattern, beat in the bar,
+    start beat, beats until the next hit or the bar's end, the chord there)."""
+    for b in range(sec.bars):
+        bar0 = (sec.start + b) * plan.beats
+        for i, on in enumerate(pattern):
+            nxt = pattern[i + 1] if i + 1 < len(pattern) else plan.beats
+            yield i, on, bar0 + on, nxt - on, plan.chord_at(bar0 + on)
+
+
 def _pad(rng: random.Random, plan: Plan, sec: Section, part: Part) -> list[Note]:
     lo, hi = (55, 76) if not part.confuser else ((57, 76) if plan.female else (48, 67))
     vel = rng.randint(45, 80)
@@ -574,14 +584,10 @@ def _keys(rng: random.Random, plan: Plan, sec: Section, part: Part) -> list[Note
     pattern = _pattern(rng, plan)
     length = rng.uniform(0.35, 0.95)
     out = []
-    for b in range(sec.bars):
-        bar0 = (sec.start + b) * plan.beats
-        for i, on in enumerate(pattern):
-            nxt = pattern[i + 1] if i + 1 < len(pattern) else plan.beats
-            c = plan.chord_at(bar0 + on)
-            vel = int(min(120, max(30, rng.gauss(85 if on == 0 else 70, 10))))
-            for p in _voicing(c.pcs, 52, 74, rng.choice((3, 4)), rng):
-                out.append(Note(bar0 + on, (nxt - on) * length, p, vel))
+    for _, on, start, span, c in _pattern_hits(plan, sec, pattern):
+        vel = int(min(120, max(30, rng.gauss(85 if on == 0 else 70, 10))))
+        for p in _voicing(c.pcs, 52, 74, rng.choice((3, 4)), rng):
+            out.append(Note(start, span * length, p, vel))
     return out
 
 
@@ -591,22 +597,17 @@ def _guitar(rng: random.Random, plan: Plan, sec: Section, part: Part) -> list[No
     strum = rng.uniform(0.008, 0.025) / plan.beat_seconds  # beats between strings
     length = rng.uniform(0.4, 0.95) if part.program != 28 else 0.2
     out = []
-    for b in range(sec.bars):
-        bar0 = (sec.start + b) * plan.beats
-        for i, on in enumerate(pattern):
-            nxt = pattern[i + 1] if i + 1 < len(pattern) else plan.beats
-            c = plan.chord_at(bar0 + on)
-            root = 40 + (c.root - 40) % 12
-            if power:
-                voicing = [root, root + 7, root + 12]
-            else:
-                voicing = [root] + [p for p in range(root + 5, root + 27) if p % 12 in c.pcs][:rng.choice((3, 4, 5))]
-            if i % 2 == 1:
-                voicing = voicing[::-1]  # an up-stroke
-            vel = int(min(120, max(35, rng.gauss(90 if on == 0 else 75, 10))))
-            for k, p in enumerate(voicing):
-                out.append(Note(bar0 + on + k * strum, max(0.05, (nxt - on) * length - k * strum), p,
-                                max(20, vel - 3 * k)))
+    for i, on, start, span, c in _pattern_hits(plan, sec, pattern):
+        root = 40 + (c.root - 40) % 12
+        if power:
+            voicing = [root, root + 7, root + 12]
+        else:
+            voicing = [root] + [p for p in range(root + 5, root + 27) if p % 12 in c.pcs][:rng.choice((3, 4, 5))]
+        if i % 2 == 1:
+            voicing = voicing[::-1]  # an up-stroke
+        vel = int(min(120, max(35, rng.gauss(90 if on == 0 else 75, 10))))
+        for k, p in enumerate(voicing):
+            out.append(Note(start + k * strum, max(0.05, span * length - k * strum), p, max(20, vel - 3 * k)))
     return out
 
 
