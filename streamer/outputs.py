@@ -4,7 +4,8 @@ Files are written under temporary names next to their target and renamed when co
 permissions the umask gives (not ``mkstemp``'s 0600); :class:`AtomicWriter` makes several files in one
 folder appear together (``stemstream demo``), :class:`AtomicFolder` swaps a whole folder of stems into
 place at once (``stemstream separate``), and :func:`output_folder` removes an output folder a failed
-run created. Every problem is an :class:`~streamer.errors.AudioError` naming the path.
+run created. Every problem is an :class:`~streamer.errors.AudioError` naming the path. Also where the
+project keeps what it can make again (:func:`cache_folder`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import pathlib
 import secrets
 import shutil
 
@@ -22,6 +24,20 @@ from .audio import AUDIO_EXTENSIONS
 from .errors import AudioError
 
 log = logging.getLogger(__name__)
+
+
+def cache_folder(name: str) -> pathlib.Path:
+    """The project's cache folder ``name``: ``$STEMSTREAM_CACHE_DIR/NAME`` when set, else in the user
+    cache folder (``platformdirs.user_cache_dir("stemstream")/NAME``, ``~/.cache/stemstream/NAME``
+    without platformdirs). Not created here."""
+    env = os.environ.get("STEMSTREAM_CACHE_DIR")
+    if env:
+        return pathlib.Path(env).expanduser() / name
+    try:
+        import platformdirs
+    except ImportError:
+        return pathlib.Path.home() / ".cache" / "stemstream" / name
+    return pathlib.Path(platformdirs.user_cache_dir("stemstream")) / name
 
 
 def make_dirs(path: str | os.PathLike) -> list[str]:

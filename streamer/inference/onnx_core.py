@@ -41,6 +41,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..outputs import cache_folder
 from . import onnx_fused
 
 _logger = logging.getLogger(__name__)
@@ -72,14 +73,7 @@ def cache_dir() -> pathlib.Path:
     """Where exported graphs are kept: ``$STEMSTREAM_CACHE_DIR/onnx`` when set, else the user cache
     folder (``platformdirs.user_cache_dir("stemstream")/onnx``, ``~/.cache/stemstream/onnx`` without
     platformdirs). Not created here."""
-    env = os.environ.get("STEMSTREAM_CACHE_DIR")
-    if env:
-        return pathlib.Path(env).expanduser() / "onnx"
-    try:
-        import platformdirs
-    except ImportError:
-        return pathlib.Path.home() / ".cache" / "stemstream" / "onnx"
-    return pathlib.Path(platformdirs.user_cache_dir("stemstream")) / "onnx"
+    return cache_folder("onnx")
 
 
 # ---------------------------------------------------------------------------------------------- key

@@ -118,11 +118,10 @@ def fetch_real_music(out: str | os.PathLike, cache: str | os.PathLike | None = N
     """``OUT/<song>/{mixture,drums,bass,other,vocals}.wav`` (float32) from stempeg's MUSDB18 excerpt;
     the stem file is kept in ``cache`` (default: the user cache folder) so a second call does not
     download again. Returns the song folder. The folder appears whole or not at all."""
-    from ..outputs import AtomicFolder
+    from ..outputs import AtomicFolder, cache_folder
 
     if cache is None:
-        from ..inference.onnx_core import cache_dir
-        cache = cache_dir().parent / "real-music"
+        cache = cache_folder("real-music")
     folder = pathlib.Path(out) / SONG
     writer = AtomicFolder(folder, replaceable=STREAMS)
     writer.check()  # before downloading anything
