@@ -81,7 +81,7 @@ class WindowRunner:
         """(B, channels, window) float on the device -> (B, stems, channels, window) float32."""
         with torch.inference_mode():
             if self.core is not None:
-                out = self.model.synthesis(self.core(self.model.analysis(batch)), batch.shape[-1])
+                out = self.core.forward(batch)
             elif self.graph is not None and batch.shape[0] == 1:
                 out = self.graph(batch)
             else:

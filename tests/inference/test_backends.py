@@ -94,6 +94,16 @@ def test_int8_runs_in_the_onnx_core_within_its_tolerance(model, tmp_path):
     out = r8(x)
     err = np.abs(out - ref).max() / np.abs(ref).max()
     assert 0 < err < 0.2
+    # every product with a weight is quantised, the band-split and mask-estimator ones included
+    # (the tracer records those packed weights as Constant nodes, which the quantiser alone skips)
+    import onnx
+
+    graph = onnx.load(str(r8.core.path)).graph
+    weights = {t.name for t in graph.initializer}
+    weights |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    float_products = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    quantised = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert float_products == [] and len(quantised) >= 4 * 2 + 2  # 2 layers x (qkv, out, 2 ff) + band split, masks
     auto = make_runner(m, 11025, "cpu", "int8", backend="auto")  # asked for: not raced against torch
     assert auto.backend == "onnx" and auto.core.precision == "int8"
     with pytest.raises(streamer.SettingsError, match="int8 runs in the ONNX Runtime core"):

@@ -189,6 +189,10 @@ def test_a_batch_runs_its_windows_side_by_side_and_equals_torch(tmp_path, shared
         out = run_with_onnx(model, batch, core)
         ref = reference[: batch.shape[0]]
         assert float((out - ref).abs().max()) <= TOL * max(1.0, float(ref.abs().max()))
+    with torch.no_grad():  # the core alone, on packed spectra, runs its batch side by side too
+        packed = model.analysis(audio)
+        masked, ref_masked = core(packed), model.core(packed)
+    assert float((masked - ref_masked).abs().max()) <= TOL * max(1.0, float(ref_masked.abs().max()))
     assert core._pool is not None and core._pool_session is not None
     core.close()
     assert core._pool is None
