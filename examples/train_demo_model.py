@@ -9,9 +9,15 @@ none). ``--minutes`` bounds one run, so a training can proceed over several work
     python examples/train_demo_model.py --heldout               # then score the bundled model and the run on the held-out
                                                                 # songs and the real-music excerpt
 
-A new machine has no ``runs/`` folder: it starts from the committed progress checkpoint
-(``configs/training/demo_v2_progress.ckpt``, written by ``--save-progress``: the best weights so far,
-fp16) with a fresh optimiser and schedule, so the training carries on across machines too.
+A new machine has no ``runs/`` folder: it starts from the committed progress checkpoint of the
+config (``configs/training/<config name>.progress.ckpt``, written by ``--save-progress``: the best
+weights so far, fp16) with a fresh optimiser and schedule, so the training carries on across machines
+too.
+
+A deeper model (``--config configs/models/bs_roformer_64x3_4stem.yaml``, real time at the balanced
+preset on a 2-core CPU) starts, when it has no progress checkpoint of its own, by growing the bundled
+64x2 model (``stemstream train --grow``: its layers seed the first ones, the new layer starts as the
+identity), so it begins at the bundled model's quality instead of from scratch.
 
 Seeds (never shared between the sets): training 100000-, validation 910000-, held-out 520000-.
 Songs are written by ``stemstream synth`` in ``--jobs`` processes at once.
@@ -29,8 +35,29 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 STEMSTREAM = [sys.executable, "-m", "bridge.cli"]
 CONFIG = REPO / "configs" / "models" / "bs_roformer_64x2_4stem.yaml"
 SHIPPED = REPO / "streamer" / "assets" / "demo" / "demo_bs_roformer_64x2.ckpt"
-# the committed continuation point: a new machine (no runs/ folder) starts from here instead of the bundled model
-PROGRESS = REPO / "configs" / "training" / "demo_v2_progress.ckpt"
+
+
+def progress_path(config: pathlib.Path) -> pathlib.Path:
+    """The committed continuation point of ``config``'s model: a new machine (no runs/ folder) starts
+    from here instead of the bundled model."""
+    return REPO / "configs" / "training" / f"{config.stem}.progress.ckpt"
+
+
+def config_depth(config: pathlib.Path) -> int:
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # MSST configs tag tuples (!!python/tuple); read them as lists
+        pass
+
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+    return int(yaml.load(config.read_text(), Loader=Loader)["model"]["depth"])
+
+
+def checkpoint_depth(path: pathlib.Path) -> int:
+    import torch
+
+    keys = torch.load(path, map_location="cpu", weights_only=True).keys()
+    return 1 + max(int(k.split(".")[1]) for k in keys if k.startswith("layers."))
 SETS = {"train": 100000, "val": 910000, "heldout": 520000}
 FILES = ("mixture.wav", "vocals.wav", "drums.wav", "bass.wav", "other.wav")
 
@@ -58,7 +85,7 @@ def generate(folder: pathlib.Path, first: int, count: int, seconds: float, jobs:
                 print(f"  {i}/{len(seeds)}", flush=True)
 
 
-def save_progress(run: pathlib.Path) -> None:
+def save_progress(run: pathlib.Path, config: pathlib.Path) -> None:
     """The run's best weights in fp16 (half the size; loading converts back to fp32) and its validation
     history beside them, written under temporary names and renamed."""
     import json
@@ -67,17 +94,18 @@ def save_progress(run: pathlib.Path) -> None:
 
     state = torch.load(run / "model.ckpt", map_location="cpu", weights_only=True)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
-    PROGRESS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = PROGRESS.with_suffix(".ckpt.part")
+    progress = progress_path(config)
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    tmp = progress.with_suffix(".ckpt.part")
     torch.save(half, tmp)
-    os.replace(tmp, PROGRESS)
+    os.replace(tmp, progress)
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
-    note = PROGRESS.with_suffix(".json")
+    note = progress.with_suffix(".json")
     tmp = note.with_suffix(".json.part")
     tmp.write_text(json.dumps({"from_run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run),
                                "history": history}, indent=1))
     os.replace(tmp, note)
-    print(f"progress saved: {PROGRESS.relative_to(REPO)} ({PROGRESS.stat().st_size / 1e6:.1f} MB)", flush=True)
+    print(f"progress saved: {progress.relative_to(REPO)} ({progress.stat().st_size / 1e6:.1f} MB)", flush=True)
 
 
 def main() -> int:
@@ -94,9 +122,12 @@ def main() -> int:
     ap.add_argument("--no-augment", action="store_true", help="train on plain remixes (see stemstream train --help)")
     ap.add_argument("--threads", type=int, help="torch threads of the training process")
     ap.add_argument("--run", default="run", help="run folder under WORK (default run), to compare settings side by side")
-    ap.add_argument("--init", default=str(PROGRESS if PROGRESS.is_file() else SHIPPED),
-                    help="weights to start from when there is no run yet (default: the committed progress "
-                         "checkpoint configs/training/demo_v2_progress.ckpt if there is one, else the bundled demo model)")
+    ap.add_argument("--config", default=str(CONFIG),
+                    help="the model to train (default: the demo model's, 64x2; a deeper BS-RoFormer of the same "
+                         "width starts grown from --init)")
+    ap.add_argument("--init", help="weights to start from when there is no run yet (default: the committed progress "
+                                   "checkpoint configs/training/<config name>.progress.ckpt if there is one, else "
+                                   "the bundled demo model)")
     ap.add_argument("--save-progress", action="store_true",
                     help="after training, store the run's best weights (fp16) as the committed progress checkpoint")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="songs generated at once")
@@ -104,18 +135,26 @@ def main() -> int:
     args = ap.parse_args()
 
     work = pathlib.Path(args.work)
+    config = pathlib.Path(args.config).resolve()
+    if args.init is None:
+        args.init = str(progress_path(config) if progress_path(config).is_file() else SHIPPED)
     data = {name: work / "data" / name for name in SETS}
     generate(data["train"], SETS["train"], args.train_songs, args.seconds, args.jobs)
     generate(data["val"], SETS["val"], args.val_songs, args.seconds, args.jobs)
     run = work / args.run
-    cmd = [*STEMSTREAM, "train", str(data["train"]), "--val", str(data["val"]), "--config", str(CONFIG),
+    cmd = [*STEMSTREAM, "train", str(data["train"]), "--val", str(data["val"]), "--config", str(config),
            "--out", str(run), "--steps", str(args.steps), "--val-every", "300", "--val-seconds", f"{args.val_seconds:g}",
            "--batch-size", "4", "--segment", "1", "--lr", f"{args.lr:g}"]
     if args.no_augment:
         cmd.append("--no-augment")
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    cmd += ["--resume"] if (run / "last.ckpt").is_file() else ["--init", args.init]
+    if (run / "last.ckpt").is_file():
+        cmd += ["--resume"]
+    else:
+        cmd += ["--init", args.init]
+        if checkpoint_depth(pathlib.Path(args.init)) < config_depth(config):
+            cmd += ["--grow"]
     if args.minutes:
         cmd += ["--max-minutes", str(args.minutes)]
     print(" ".join(cmd[2:]), flush=True)
@@ -123,7 +162,7 @@ def main() -> int:
     if code != 0:
         return code
     if args.save_progress:
-        save_progress(run)
+        save_progress(run, config)
     if args.heldout:
         generate(data["heldout"], SETS["heldout"], args.heldout_songs, args.seconds, args.jobs)
         real = work / "data" / "real"

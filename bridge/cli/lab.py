@@ -90,6 +90,10 @@ def register(sub) -> None:
     tr.add_argument("--val", nargs="*", default=[], help="folders of song folders for validation")
     tr.add_argument("--out", required=True, help="output folder")
     tr.add_argument("--init", help="start from these weights (a checkpoint for the same config)")
+    tr.add_argument("--grow", action="store_true",
+                    help="--init is a shallower BS-RoFormer of the same width: its layers seed the first ones and "
+                         "each new layer starts as the identity, so training starts from its output "
+                         "(see streamer.lab.grow)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
     tr.add_argument("--steps", type=positive_int(), default=2000)
     tr.add_argument("--batch-size", type=positive_int(MAX_BATCH), default=4)
@@ -207,6 +211,8 @@ def cmd_fetch_real(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from streamer.errors import SettingsError
+
     from streamer.inference.loader import load_model
     from streamer.inference.precision import resolve_device
     from streamer.lab.train import TrainOptions, train
@@ -215,7 +221,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # refuse a device this machine lacks before any work
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_model(args.config, args.init, device=args.device, seed=args.seed)
+    if args.grow and not args.init:
+        raise SettingsError("--grow needs --init: the shallower checkpoint to grow from")
+    if args.grow and args.resume:
+        raise SettingsError("--grow starts a run; continue a grown run with --resume alone")
+    loaded = load_model(args.config, None if args.grow else args.init, device=args.device, seed=args.seed)
+    if args.grow:
+        from streamer.lab.grow import grow_from
+
+        grown = grow_from(loaded.model, args.init)
+        n = len(grown.new_layers)
+        print(f"grown from {args.init}: its {grown.from_depth} layers seed layers 0-{grown.from_depth - 1}; "
+              f"{n} new layer{'s start' if n != 1 else ' starts'} as the identity")
     check_length(f"--segment {args.segment:g} s ({int(args.segment * loaded.config.sample_rate)} samples)",
                  int(args.segment * loaded.config.sample_rate), loaded.config, extra_n_fft=TRAIN_LOSS_N_FFT)
     model = loaded.model
