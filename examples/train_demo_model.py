@@ -44,20 +44,18 @@ def progress_path(config: pathlib.Path) -> pathlib.Path:
 
 
 def config_depth(config: pathlib.Path) -> int:
-    import yaml
+    from streamer.msst.config import load_config
 
-    class Loader(yaml.SafeLoader):  # MSST configs tag tuples (!!python/tuple); read them as lists
-        pass
-
-    Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
-    return int(yaml.load(config.read_text(), Loader=Loader)["model"]["depth"])
+    return int(load_config(config).model["depth"])
 
 
 def checkpoint_depth(path: pathlib.Path) -> int:
-    import torch
+    from streamer.lab.grow import depth_of
+    from streamer.msst.checkpoint import read_state_dict
 
-    keys = torch.load(path, map_location="cpu", weights_only=True).keys()
-    return 1 + max(int(k.split(".")[1]) for k in keys if k.startswith("layers."))
+    return depth_of(read_state_dict(path))
+
+
 SETS = {"train": 100000, "val": 910000, "heldout": 520000}
 FILES = ("mixture.wav", "vocals.wav", "drums.wav", "bass.wav", "other.wav")
 

@@ -212,7 +212,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from streamer.errors import SettingsError
-
     from streamer.inference.loader import load_model
     from streamer.inference.precision import resolve_device
     from streamer.lab.train import TrainOptions, train

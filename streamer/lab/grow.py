@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..models.layers import Attention, FeedForward, LinearAttention, Transformer
-from ..msst.checkpoint import read_state_dict
+from ..msst.checkpoint import fill_shared_keys, load_state, read_state_dict
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
 
@@ -39,8 +39,9 @@ class Grown:
         return list(range(self.from_depth, self.to_depth))
 
 
-def _depth(keys) -> int:
-    found = [int(m.group(1)) for k in keys if (m := _LAYER.match(k))]
+def depth_of(state_dict) -> int:
+    """The number of (time, freq) layers of a Roformer state dict (0 if it has none)."""
+    found = [int(m.group(1)) for k in state_dict if (m := _LAYER.match(k))]
     return max(found) + 1 if found else 0
 
 
@@ -72,44 +73,19 @@ def grow_from(model: nn.Module, path: str | os.PathLike, trust: bool = False) ->
             raise CheckpointError(f"{where}: this model normalises each transformer's output; "
                                   f"a new layer cannot start as the identity")
     sd = read_state_dict(where, trust=trust)
-    expected = model.state_dict()
-    small, big = _depth(sd), len(layers)
+    small, big = depth_of(sd), len(layers)
     if small == 0:
         raise CheckpointError(f"{where}: no transformer layers (layers.N.*) in the checkpoint")
     if small >= big:
         raise CheckpointError(f"{where}: the checkpoint has {small} layers and the model {big}: growing needs "
                               f"a deeper model (for the same depth use --init without --grow)")
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sd if k in expected and sd[k].shape != expected[k].shape]
-    missing = [k for k in expected if k not in sd and not ((m := _LAYER.match(k)) and int(m.group(1)) >= small)
-               and not k.endswith("rotary_embed.freqs")]
-    problems = []
-    if shapes:
-        problems.append(f"{len(shapes)} shapes differ (another width or band layout?), e.g. {shapes[0]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} keys the model lacks, e.g. {unexpected[0]}")
-    if missing:
-        problems.append(f"{len(missing)} keys outside the new layers are missing, e.g. {missing[0]}")
-    if problems:
-        raise CheckpointError(f"{where} cannot seed this model: " + "; ".join(problems))
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{where}: {len(bad)} tensors hold NaN/inf values, e.g. {bad[0]}")
+    # the new layers keep the model's own initialisation, except the rotary frequencies: one tensor
+    # shared by all time (and all freq) attentions, which fill_shared_keys takes from the checkpoint
+    state = {k: v for k, v in model.state_dict().items()
+             if (m := _LAYER.match(k)) and int(m.group(1)) >= small and not k.endswith("rotary_embed.freqs")}
+    state.update(sd)
     with torch.no_grad():
-        state = dict(expected)
-        state.update({k: v.to(expected[k].dtype) for k, v in sd.items()})
-        # the rotary frequencies are one tensor shared by all time (and all freq) attentions: the new
-        # layers' keys must carry the checkpoint's values too (they may be fp16-rounded there)
-        for k in state:
-            if k not in sd and k.endswith("rotary_embed.freqs"):
-                twin = _LAYER.sub("layers.0.", k)
-                if twin in sd:
-                    state[k] = sd[twin].to(expected[k].dtype)
-        model.load_state_dict(state, strict=True)
+        load_state(model, fill_shared_keys(model, state), f"{where} (growing {small} -> {big} layers)")
         for i in range(small, big):
             _zero_branches(layers[i])
-    for module in model.modules():  # as load_checkpoint: cached rotary angles must follow the loaded freqs
-        if hasattr(module, "cached_freqs_seq_len"):
-            module.cached_freqs_seq_len = 0
     return Grown(small, big)

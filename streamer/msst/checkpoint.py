@@ -268,11 +268,16 @@ def check_compatible(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], whe
 
 def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike, trust: bool = False) -> torch.nn.Module:
     """Load a checkpoint into ``model`` strictly (fp16/bf16 values are converted to the model's dtype)."""
-    sd = fill_shared_keys(model, read_state_dict(path, trust=trust))
-    check_compatible(model, sd, where=os.fspath(path))
+    return load_state(model, fill_shared_keys(model, read_state_dict(path, trust=trust)), os.fspath(path))
+
+
+def load_state(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], where: str) -> torch.nn.Module:
+    """Load the full state ``sd`` into ``model`` strictly, after :func:`check_compatible` and a check
+    for NaN/inf values (errors name ``where``)."""
+    check_compatible(model, sd, where=where)
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise CheckpointError(f"{os.fspath(path)}: {len(bad)} tensors hold NaN/inf values: {_summarise(bad)}")
+        raise CheckpointError(f"{where}: {len(bad)} tensors hold NaN/inf values: {_summarise(bad)}")
     model.load_state_dict(sd, strict=True)
     # rotary-embedding-torch caches angles computed from `freqs` at first use; the checkpoint's
     # (possibly fp16-rounded) frequencies must replace any cached ones.

@@ -51,7 +51,7 @@ def test_growing_refuses_what_cannot_start_as_the_identity(tmp_path):
         grow_from(same, ckpt)
     wide = streamer.build_model(streamer.load_config(write_yaml(
         tmp_path / "wide.yaml", stems=("vocals", "other"), target=None, extra_model={"num_stems": 2, "depth": 2, "dim": 24})))
-    with pytest.raises(CheckpointError, match="shapes differ"):
+    with pytest.raises(CheckpointError, match="shape mismatches"):
         grow_from(wide, ckpt)
     mel = streamer.build_model(streamer.load_config(write_yaml(
         tmp_path / "mel.yaml", model_type="mel_band_roformer", stems=("vocals", "other"), target=None,
