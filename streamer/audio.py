@@ -59,6 +59,13 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` cut or zero-padded along its last axis to exactly ``n`` samples (a view when cut)."""
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
+
+
 def adapt_channels(audio: np.ndarray, channels: int, where: str = "audio") -> np.ndarray:
     """Mono to stereo by duplication, stereo to mono by averaging; more channels are refused."""
     have = audio.shape[0]

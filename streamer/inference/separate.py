@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..audio import AUDIO_EXTENSIONS, adapt_channels, check_finite, read_audio, resample
+from ..audio import AUDIO_EXTENSIONS, adapt_channels, check_finite, fit_length, read_audio, resample
 from ..outputs import AtomicFolder
 from ..errors import AudioError
 from ..msst.config import Config
@@ -142,7 +142,7 @@ def write_stems(stems: dict[str, np.ndarray], config: Config, folder: str, rate:
         for (stem, data), target in zip(stems.items(), stem_files(list(stems), folder, opts)):
             data = resample(data, config.sample_rate, out_rate)
             if out_rate == rate:  # exactly the input's length, whatever resampling rounding did
-                data = _fit_length(data, length)
+                data = fit_length(data, length)
             if subtype and subtype.startswith("PCM") and np.abs(data).max(initial=0) > 1.0:
                 log.warning("%s/%s clips above full scale; use --subtype FLOAT to keep the peaks", name, stem)
             writer.write(target, data, out_rate, subtype)
@@ -195,11 +195,6 @@ def _check_outside(path: str, folder: str) -> None:
         raise AudioError(f"{path} lies inside its stems folder {folder}, which the run replaces; "
                          f"move it or choose another --out")
 
-
-def _fit_length(data: np.ndarray, length: int) -> np.ndarray:
-    if data.shape[1] >= length:
-        return data[:, :length]
-    return np.pad(data, ((0, 0), (0, length - data.shape[1])))
 
 
 def list_inputs(paths: list[str], recursive: bool = False) -> list:

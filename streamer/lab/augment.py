@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import soxr
 
+from ..audio import fit_length
+
 
 @dataclass
 class Augment:
@@ -68,7 +70,7 @@ class Augment:
         x = np.asarray(piece, np.float32)
         if speed != 1.0 and x.shape[-1] > 16:
             x = soxr.resample(x.T, rate * speed, rate, quality="HQ").T
-        x = _fit(np.ascontiguousarray(x, dtype=np.float32), length)
+        x = fit_length(np.ascontiguousarray(x, dtype=np.float32), length)
         if rng.random() < self.p_silent:
             return np.zeros_like(x)
         gain = 10 ** (rng.uniform(*self.gain_db) / 20)
@@ -81,7 +83,7 @@ class Augment:
         if board is not None and np.any(x):
             level = _rms(x)
             y = board(x, rate, reset=True)
-            y = _fit(np.asarray(y, np.float32), length)
+            y = fit_length(np.asarray(y, np.float32), length)
             if np.isfinite(y).all() and _rms(y) > 0:
                 x = (y * (level / _rms(y))).astype(np.float32)  # effects change colour, not level
         return x
@@ -132,11 +134,6 @@ class Augment:
             return stems
         return (stems * gain[None, None, :]).astype(np.float32)
 
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[-1] >= n:
-        return x[..., :n]
-    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
 
 
 def _rms(x: np.ndarray) -> float:

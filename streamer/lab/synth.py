@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from ..audio import fit_length
 from ..errors import StemstreamError
 
 STEMS = ("vocals", "drums", "bass", "other")
@@ -98,13 +99,8 @@ def _render(midi: str, wav: str, font: str, seconds: float, work: str, rng: rand
     _run(["fluidsynth", "-ni", "-q", "-g", f"{rng.uniform(0.45, 0.7):.3f}", "-r", str(RATE), "-O", "float", *opts,
           "-F", wav, font, midi], work)
     data, _ = sf.read(wav, dtype="float32", always_2d=True)
-    return _fit(data.T, int(seconds * RATE))
+    return fit_length(data.T, int(seconds * RATE))
 
-
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[-1] >= n:
-        return x[..., :n]
-    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
 
 
 def _tone(x: np.ndarray, rng: random.Random, lowpass_range: tuple[float, float], p_lowpass: float) -> np.ndarray:

@@ -112,3 +112,16 @@ def test_real_model_through_demix_is_identity_when_all_pass(rng):
     mix = (rng.standard_normal((2, 30000)) * 0.3).astype(np.float32)
     got = demix(model, mix, 8820, 2, batch_size=2)
     np.testing.assert_allclose(got[0], mix, atol=1e-5)
+
+
+def test_fit_length_cuts_or_zero_pads_the_last_axis():
+    from streamer.audio import fit_length
+
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    cut = fit_length(x, 4)
+    assert cut.shape == (2, 4) and np.array_equal(cut, x[:, :4])
+    padded = fit_length(x, 9)
+    assert padded.shape == (2, 9) and np.array_equal(padded[:, :6], x) and not padded[:, 6:].any()
+    stems = np.ones((4, 2, 3), dtype=np.float32)  # any number of leading axes
+    assert fit_length(stems, 5).shape == (4, 2, 5) and fit_length(stems, 5)[..., 3:].sum() == 0
+    assert fit_length(x, 6) is x or np.array_equal(fit_length(x, 6), x)
