@@ -107,6 +107,9 @@ def register(sub) -> None:
     tr.add_argument("--no-augment", action="store_true",
                     help="no augmentation beyond the random remix, gain and channel swap (default: speed, "
                          "polarity, effects, missing stems and mix-bus compression as in streamer.lab.augment)")
+    tr.add_argument("--ema", type=number(0.0, 0.99999, zero=True, unit=""), default=0.999,
+                    help="decay of the moving average of the weights that validation scores and model.ckpt holds "
+                         "(default 0.999: about the last thousand steps; 0: the weights of the step itself)")
     tr.add_argument("--seed", type=whole_number(0, MAX_SEED), default=0)
     tr.add_argument("--threads", type=positive_int(MAX_THREADS), help="torch CPU threads")
     tr.add_argument("--device", default="auto")
@@ -238,7 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.train()
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, segment_seconds=args.segment, lr=args.lr,
                         val_every=args.val_every, val_seconds=args.val_seconds, seed=args.seed,
-                        device=str(loaded.device), augment=not args.no_augment, max_minutes=args.max_minutes)
+                        device=str(loaded.device), augment=not args.no_augment, max_minutes=args.max_minutes,
+                        ema=args.ema)
     with output_folder(args.out):  # a folder this run creates is removed again if the run fails before writing
         result = train(model, loaded.config, args.config, args.data, args.val, args.out, opts, resume=args.resume,
                        progress=sys.stderr.isatty())

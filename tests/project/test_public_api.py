@@ -31,6 +31,7 @@ CLI_FLAGS = {'separate': ['--backend', '--batch-size', '--checkpoint', '--chunk-
  'train': ['--batch-size',
            '--config',
            '--device',
+           '--ema',
            '--grow',
            '--help',
            '--init',
