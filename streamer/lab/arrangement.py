@@ -52,7 +52,13 @@ KEYS_PROGRAMS = (0, 1, 2, 3, 4, 5, 6, 7, 11, 16, 17, 18)
 GUITAR_PROGRAMS = (24, 25, 26, 27, 28, 29, 30)
 ARP_PROGRAMS = (46, 12, 13, 8, 10, 24, 25, 0, 4, 81, 80, 98, 108, 104, 105)
 LEAD_PROGRAMS = (56, 57, 60, 64, 65, 66, 68, 71, 73, 74, 40, 41, 22, 80, 81, 82, 83, 84, 86, 87, 29, 30, 26, 11, 9)
-VOICE_PROGRAMS = (52, 53, 54, 85, 91)  # choir aahs, voice oohs, synth voice, lead 6 (voice), pad 4 (choir)
+# The confusers of "other": vocal-like synthesizers (pad 4 (choir), synth voice, lead 6 (voice)). Listed with
+# repeats so that a song draws them exactly as when this list began with choir aahs and voice oohs (52, 53):
+# those are recordings of singers, and in MUSDB18's convention every sung voice, a choir included, is
+# "vocals", so they sing in the vocals stem now (backing_choir) and never in "other".
+VOICE_PROGRAMS = (91, 54, 54, 85, 91)
+SUNG_PROGRAMS = (52, 53)          # choir aahs, voice oohs: sampled singers (backing_choir)
+CHOIR_PROBABILITY = 0.3           # songs with a sampled backing choir in the vocals stem
 
 
 @dataclass
@@ -102,7 +108,7 @@ class Note:
 
 @dataclass
 class Part:
-    kind: str                 # pad, keys, guitar, arp, lead, voice-lead, voice-pad
+    kind: str                 # pad, keys, guitar, arp, lead, voice-lead, voice-pad; choir (vocals)
     program: int
     notes: list[Note] = field(default_factory=list)
     confuser: bool = False    # a vocal-like sound that belongs to "other"
@@ -555,6 +561,28 @@ def _pattern_hits(plan: Plan, sec: Section, pattern: list[float]):
         for i, on in enumerate(pattern):
             nxt = pattern[i + 1] if i + 1 < len(pattern) else plan.beats
             yield i, on, bar0 + on, nxt - on, plan.chord_at(bar0 + on)
+
+
+def backing_choir(seed: int, plan: Plan) -> Part | None:
+    """The sampled backing choir of song ``seed`` (a part for the vocals stem), or None (most songs).
+
+    Sustained "aah" or "ooh" chords in the singer's register (General MIDI choir aahs or voice oohs, which
+    the soundfonts sample from real singers), in most choruses, bridges and outros. Drawn from a random
+    stream of its own, so the rest of the song is the same with or without it."""
+    rng = random.Random(f"backing-choir-{seed}")
+    if rng.random() >= CHOIR_PROBABILITY:
+        return None
+    part = Part("choir", rng.choice(SUNG_PROGRAMS))
+    wanted = [i for i, s in enumerate(plan.sections) if s.kind in ("chorus", "bridge", "outro")]
+    part.sections = [i for i in wanted if rng.random() < 0.8] or wanted[:1] or [len(plan.sections) - 1]
+    lo, hi = (57, 77) if plan.female else (48, 69)
+    voices = rng.choice((3, 4))
+    for i in part.sections:
+        vel = rng.randint(50, 85)
+        for _, c, start, end in _chord_spans(plan, plan.sections[i]):
+            for pitch in _voicing(c.pcs, lo, hi, voices, rng):
+                part.notes.append(Note(start, (end - start) * 0.95, pitch, vel))
+    return part
 
 
 def _pad(rng: random.Random, plan: Plan, sec: Section, part: Part) -> list[Note]:

@@ -10,6 +10,8 @@ Per song (deterministic by seed; streamer.lab.arrangement draws every musical ch
   (channel 10), bass (bass programs) and other; the drums get a kit, ghost notes, generated fills and
   crashes, the bass slides and articulation (streamer.lab.midiedit); "other" gets pads, keys, strummed
   guitars, arpeggios, counter melodies and, in some songs, a vocal-like synth lead (a confuser: not vocals).
+  Sampled singers (General MIDI choir aahs, voice oohs) are never "other": as in MUSDB18, every sung voice
+  is vocals, so about 30% of songs get a sampled backing choir in the vocals stem (choir.mid).
 * FluidSynth renders drums, bass, the accompaniment and the extra parts separately, each with a General MIDI
   soundfont drawn per song and per part among the installed ones (FluidR3_GM, TimGM6mb).
 * The vocals are sung by espeak-ng voices: syllables re-pitched and re-timed to the melody with glides,
@@ -132,8 +134,8 @@ def _place(x: np.ndarray, rng: random.Random, width: float) -> np.ndarray:
 def generate_song(seed: int, seconds: float = 20.0, midi_dir: str | None = None) -> Song:
     """One song with ground truth: (2, seconds * 44100) float32 stems and their exact sum. ``midi_dir``, if
     given, receives the chart (song.mma), MMA's MIDI (song.mid), the MIDI files rendered (drums, bass,
-    accompaniment and one per extra part: pad, keys, guitar, arp, lead, voice-lead, voice-pad) and
-    melody.mid (the sung melody, harmony notes on channel 2)."""
+    accompaniment and one per extra part: pad, keys, guitar, arp, lead, voice-lead, voice-pad; choir.mid for a
+    backing choir) and melody.mid (the sung melody, harmony notes on channel 2)."""
     import mido
 
     from .arrangement import NOTE_NAMES, plan_song
@@ -199,6 +201,7 @@ def generate_song(seed: int, seconds: float = 20.0, midi_dir: str | None = None)
                 other += x * ref / (np.sqrt(np.mean(x ** 2)) + 1e-9) * gain
         stems["other"] = other.astype(np.float32)
         stems["vocals"], info["vocals"] = render_vocals(plan, rng, work, n, RATE)
+        info["backing_choir"] = _add_backing_choir(stems, seed, plan, conductor, tpb, fonts, keep, work, seconds)
     info["vocal_style"] = info["vocals"]["style"]
     levels_db = {"vocals": (-4, 0), "drums": (-7, -1), "bass": (-8, -2), "other": (-10, -3)}
     lowpass = {"vocals": (5000, 16000), "drums": (6000, 18000), "bass": (1500, 8000), "other": (4000, 16000)}
@@ -216,6 +219,33 @@ def generate_song(seed: int, seconds: float = 20.0, midi_dir: str | None = None)
     stems = {k: _gate((v * scale).astype(np.float32)) for k, v in stems.items()}
     mixture = np.sum([stems[s] for s in STEMS], axis=0).astype(np.float32)
     return Song(seed, RATE, stems, mixture, info)
+
+
+def _add_backing_choir(stems: dict, seed: int, plan, conductor, tpb: int, fonts: list[str], keep: str, work: str,
+                       seconds: float) -> dict | None:
+    """Mix the song's sampled backing choir (arrangement.backing_choir), if it has one, into the vocals
+    stem, 4-12 dB under the lead; returns what was added (for the song's info) or None. Its own random
+    stream: the rest of the song does not change with it."""
+    from .arrangement import backing_choir
+    from .midiedit import parts_events, save
+
+    part = backing_choir(seed, plan)
+    if part is None or not part.notes:
+        return None
+    rng = random.Random(f"backing-choir-mix-{seed}")
+    path = os.path.join(keep, "choir.mid")
+    save(parts_events([part], plan, rng, tpb), conductor, tpb, path)
+    font = rng.choice(fonts)
+    sung = _render(path, os.path.join(work, "choir.wav"), font, seconds, work, rng)
+    level = rng.uniform(-12, -4)
+    if not np.any(sung):
+        return None
+    lead = stems["vocals"]
+    ref = float(np.sqrt(np.mean(lead ** 2))) if np.any(lead) else 0.05
+    stems["vocals"] = (lead + sung * (ref / (float(np.sqrt(np.mean(sung ** 2))) + 1e-9)) * 10 ** (level / 20)
+                       ).astype(np.float32)
+    return {"program": part.program, "sections": part.sections, "level_db": round(level, 1),
+            "soundfont": os.path.splitext(os.path.basename(font))[0]}
 
 
 GATE_DB = -100.0   # stems' blocks quieter than this become digital silence

@@ -249,3 +249,45 @@ def test_silent_sections_of_a_stem_are_digital_silence():
     assert not y[:, 10 * GATE_BLOCK:].any()
     quiet_but_real = np.full((2, 4 * GATE_BLOCK), 1e-4, np.float32)  # -80 dBFS is kept
     np.testing.assert_array_equal(_gate(quiet_but_real), quiet_but_real)
+
+
+def test_no_sampled_singer_is_a_confuser_in_other():
+    from streamer.lab.arrangement import SUNG_PROGRAMS
+
+    confusers = [part.program for seed in range(300) for part in plan_song(random.Random(seed), 20.0).parts
+                 if part.confuser]
+    assert len(confusers) > 30 and not set(confusers) & set(SUNG_PROGRAMS)
+
+
+@needs_tools
+def test_a_backing_choir_of_sampled_singers_goes_to_vocals_only(tmp_path, monkeypatch):
+    """A song with a backing choir: choir.mid plays a sampled-voice program in the choir's sections; the
+    vocals stem carries it (more energy than the same song without the choir) while drums, bass and other
+    are the same song as without it, and the mixture is still the exact sum."""
+    from streamer.lab import arrangement
+    from streamer.lab.arrangement import SUNG_PROGRAMS, backing_choir
+
+    seconds = 4.0
+    seed = _seeds_where(lambda p: p.sections[0].vocals, seconds, 40, start=100)
+    seed = next(s for s in seed if backing_choir(s, plan_song(random.Random(s), seconds)) is not None
+                and 0 in backing_choir(s, plan_song(random.Random(s), seconds)).sections)
+    with_choir = generate_song(seed, seconds, midi_dir=str(tmp_path / "with"))
+    info = with_choir.info["backing_choir"]
+    assert info["program"] in SUNG_PROGRAMS and -12 <= info["level_db"] <= -4
+    programs = [m.program for t in mido.MidiFile(str(tmp_path / "with" / "choir.mid")).tracks for m in t
+                if m.type == "program_change"]
+    assert programs == [info["program"]]
+    np.testing.assert_allclose(with_choir.mixture, sum(with_choir.stems[s] for s in STEMS), atol=1e-6)
+
+    monkeypatch.setattr(arrangement, "backing_choir", lambda seed, plan: None)
+    without = generate_song(seed, seconds, midi_dir=str(tmp_path / "without"))
+    assert without.info["backing_choir"] is None and not (tmp_path / "without" / "choir.mid").exists()
+
+    def shape(x):
+        return x / np.abs(x).max()
+
+    for stem in ("drums", "bass", "other"):
+        np.testing.assert_allclose(shape(with_choir.stems[stem]), shape(without.stems[stem]), rtol=1e-5, atol=1e-6)
+    # the choir is in the vocals: what the lead alone does not explain
+    v_with, v_without = shape(with_choir.stems["vocals"]), shape(without.stems["vocals"])
+    assert np.sqrt(np.mean((v_with - v_without) ** 2)) > 0.01
