@@ -10,7 +10,7 @@ Loss: waveform L1 plus L1 between STFT magnitudes at two resolutions (cheap on C
 Weights averaged over steps (``ema``, on by default in ``stemstream train``): an exponential moving
 average of the weights is kept beside the trained ones, and it is what validation scores and
 ``model.ckpt`` holds. With small batches the weights of single steps swing (the validation SDR of the
-demo model moved up to 0.8 dB between checkpoints 300 steps apart); their average does not.
+demo candidate moved up to 0.74 dB between checkpoints 300 steps apart, its average at most 0.13 dB).
 Output: ``OUT/model.ckpt`` (a plain state_dict, the best validation score so far) and
 ``OUT/config.yaml`` (the MSST-format config), which ``separate``, ``eval`` and the streaming engine
 load like any community checkpoint; ``OUT/last.ckpt`` holds the training state for ``--resume``.
