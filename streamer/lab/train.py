@@ -176,7 +176,7 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
     torch.manual_seed(opts.seed)
     step, best, history = 0, None, []
     last_path = os.path.join(out_dir, "last.ckpt")
-    average = None
+    state = None
     if resume and os.path.exists(last_path):
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -184,14 +184,12 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
         step, best, history = state["step"], state.get("best"), json.loads(state.get("history", "[]"))
         rng = np.random.default_rng([opts.seed, step])
         log.info("resumed from %s at step %d", last_path, step)
-        if opts.ema:
-            average = WeightAverage(model, opts.ema)
-            if "ema" in state:
-                average.load_state_dict(state["ema"])
-            else:  # a run that trained without the average so far: it starts from the weights now
-                log.info("the weights' average starts at step %d", step)
-    elif opts.ema:
-        average = WeightAverage(model, opts.ema)
+    average = WeightAverage(model, opts.ema) if opts.ema else None
+    if average is not None and state is not None:
+        if "ema" in state:
+            average.load_state_dict(state["ema"])
+        else:  # a run that trained without the average so far: it starts from the weights now
+            log.info("the weights' average starts at step %d", step)
     scored = average.model if average is not None else model  # what validation scores and model.ckpt holds
     shutil.copyfile(config_path, os.path.join(out_dir, "config.yaml"))
     length = int(opts.segment_seconds * rate)

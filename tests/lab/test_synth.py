@@ -268,9 +268,12 @@ def test_a_backing_choir_of_sampled_singers_goes_to_vocals_only(tmp_path, monkey
     from streamer.lab.arrangement import SUNG_PROGRAMS, backing_choir
 
     seconds = 4.0
-    seed = _seeds_where(lambda p: p.sections[0].vocals, seconds, 40, start=100)
-    seed = next(s for s in seed if backing_choir(s, plan_song(random.Random(s), seconds)) is not None
-                and 0 in backing_choir(s, plan_song(random.Random(s), seconds)).sections)
+    def choir_from_the_start(seed):
+        part = backing_choir(seed, plan_song(random.Random(seed), seconds))
+        return part is not None and 0 in part.sections
+
+    seed = next(s for s in _seeds_where(lambda p: p.sections[0].vocals, seconds, 40, start=100)
+                if choir_from_the_start(s))
     with_choir = generate_song(seed, seconds, midi_dir=str(tmp_path / "with"))
     info = with_choir.info["backing_choir"]
     assert info["program"] in SUNG_PROGRAMS and -12 <= info["level_db"] <= -4
