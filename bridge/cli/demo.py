@@ -40,6 +40,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from streamer.lab.metrics import sdr_median_per_second
     from streamer.stream.engine import StreamEngine
 
+    from ..plugin.stems import DEFAULT_RESIDUAL, separator_residual
+
     checkpoint = os.path.splitext(args.config)[0] + ".ckpt"
     loaded = load_model(args.config, checkpoint if os.path.exists(checkpoint) else None, seed=0)
     config, model = loaded.config, loaded.model
@@ -57,7 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          + ", ".join(f"{k} {v.shape[1]}" for k, v in truth.items()))
     mix = np.sum(list(truth.values()), axis=0).astype(np.float32)
 
-    residual = "other" if "other" in config.stems else None
+    residual = separator_residual(DEFAULT_RESIDUAL, config.stems)  # as the live separator: the stems sum to the mix
     engine = StreamEngine.from_config(config, model, preset=args.preset, residual=residual, backend=args.backend)
     with output_folder(args.out) as out_dir:  # removed again if it was made here and the run fails
         t0 = time.perf_counter()
@@ -89,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("WARNING: no trained checkpoint next to the config: the weights are RANDOM, so the stems below are not "
               "a real separation. This run shows the pipeline end to end.")
     print(f"song: {shown_path(args.song)} ({seconds:.1f} s, generated, with ground truth)")
-    print(f"engine: preset {args.preset}: {engine.settings.describe(rate)}; residual stem: {residual}; "
+    print(f"engine: preset {args.preset}: {engine.settings.describe(rate)}; residual: {residual}; "
           f"backend {engine.stats['backend']}")
     print(f"latency: {ms(p['total']):.0f} ms (look-ahead {ms(p['lookahead']):.0f} + hop {ms(p['hop']):.0f}); "
           f"live, with the one-hop compute allowance: {ms(engine.settings.live_latency):.0f} ms")

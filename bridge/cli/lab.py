@@ -50,6 +50,10 @@ def register(sub) -> None:
                     help="extra streaming setting: window, hop, look-ahead in seconds (repeatable)")
     ev.add_argument("--seconds", type=seconds(MAX_SCORE_SECONDS, LEAST_SECONDS),
                     help="score only the first seconds of each song")
+    ev.add_argument("--residual", default="none",
+                    help="score the stems made to sum to the mixture as a live separator does: 'spread' (what the "
+                         "stems miss shared equally; the live default for a multi-stem model) or a stem's name (that "
+                         "stem is the mixture minus the others); default 'none': the model's stems as they are")
     ev.add_argument("--plot", help="write a PNG of SDR against latency here")
     ev.set_defaults(func=cmd_eval)
 
@@ -126,8 +130,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_length(f"--setting {w:g},{h:g},{a:g}: window {w:g} s ({round(w * config.sample_rate)} samples)",
                      round(w * config.sample_rate), config)
     settings = settings_list(config, args.presets, args.setting)
+    residual = None if args.residual.lower() == "none" else args.residual
     results = evaluate(loaded.model, config, args.data, settings, seconds=args.seconds, progress=sys.stderr.isatty(),
-                       precision=loaded.precision, backend=args.backend)
+                       precision=loaded.precision, backend=args.backend, residual=residual)
     songs = len(results[0].sdr[config.stems[0]])
     print(f"{songs} songs; SDR = median per-second SDR in dB, mean over songs; latency = live latency with a one-hop "
           "compute allowance")

@@ -54,8 +54,9 @@ def register(sub) -> None:
     eng.add_argument("--hop", type=seconds(MAX_WINDOW_SECONDS), help="hop in seconds")
     eng.add_argument("--lookahead", type=number(0.0, MAX_WINDOW_SECONDS, zero=True), help="look-ahead in seconds")
     eng.add_argument("--residual", default=None,
-                     help="the stem that takes mix minus the others (default: other, as the separator; 'none': "
-                          "no residual stem)")
+                     help="what the stems miss, so they sum to the input: 'spread' (shared equally; the default for "
+                          "a multi-stem model), a stem's name (that stem takes mix minus the others; a single-target "
+                          "model's default is 'other'), or 'none' (the model's stems as they are)")
     mix = lv.add_argument_group("mixer (the first bus)")
     mix.add_argument("--mute", action="append", default=[], metavar="STEM", help="mute a stem (repeatable)")
     mix.add_argument("--solo", action="append", default=[], metavar="STEM", help="solo a stem (repeatable)")

@@ -11,7 +11,7 @@ engine:
   hop: 0.25
   lookahead: 0.25
   crossfade_ms: 10
-  residual: other          # the stem that takes mix minus the others (null: none; see bridge.plugin.stems)
+  residual: spread         # what the stems miss: spread over them, or a stem's name (null: none; bridge.plugin.stems)
   device: cpu
   precision: fp32
 stems:                     # initial controls of the first bus, and per-stem effects
@@ -48,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from streamer.errors import StemstreamError
+from streamer.errors import SettingsError, StemstreamError
 from streamer.msst.config import Config, load_config
 from streamer.stream.settings import DEFAULT_PRESET
 
@@ -224,9 +224,12 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
         kwargs["crossfade"] = None  # the preset's crossfade may not fit the new lengths: the engine's default does
     residual = engine.pop("residual", DEFAULT_RESIDUAL)
     if residual is not None and residual is not DEFAULT_RESIDUAL and (not isinstance(residual, str) or not residual):
-        raise RigError(f"{path}: engine.residual: expected a stem name or null (no residual stem), got {residual!r}")
+        raise RigError(f"{path}: engine.residual: expected a stem name, 'spread' or null (no residual), got {residual!r}")
     kwargs.update(engine)  # device, precision
-    stems = separator_stems(config.stems, residual)
+    try:
+        stems = separator_stems(config.stems, residual)
+    except SettingsError as err:
+        raise RigError(f"{path}: engine.residual: {err}") from None
 
     buses_cfg = data.get("buses") or {"main": {}}
     if not isinstance(buses_cfg, dict):

@@ -3,7 +3,9 @@
 ``stemstream eval`` runs every song of a MUSDB18-HQ-layout folder through offline separation and
 through the streaming engine (inline mode, so the numbers do not depend on the machine's speed)
 at each latency preset and any explicit settings, and reports per stem and on average the median
-per-second SDR (MUSDB convention) and the whole-track uSDR (SDX23 convention).
+per-second SDR (MUSDB convention) and the whole-track uSDR (SDX23 convention). ``residual`` scores
+the stems as a live separator makes them sum to the input (``streamer.inference.residual``), offline
+and streaming alike; by default the model's stems are scored as they are.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import load_stems, song_folders, stem_path
+from ..errors import SettingsError
 from ..inference.demix import demix
+from ..inference.residual import apply_residual, output_stems
 from ..msst.config import Config
 from ..stream.engine import StreamEngine
 from ..stream.settings import StreamSettings, preset_settings
@@ -60,21 +64,28 @@ def settings_list(config: Config, presets: list[str], explicit: list[tuple[float
 
 
 def separate_with(model, config: Config, setting: Setting, mix: np.ndarray, block: int = 4096,
-                  precision: str | None = None, backend: str = "torch") -> np.ndarray:
+                  precision: str | None = None, backend: str = "torch", residual: str | None = None) -> np.ndarray:
     """(stems, channels, samples) for ``mix`` by offline demix or the engine (aligned, same length), in
-    ``precision`` with ``backend`` (see ``streamer.make_runner``)."""
+    ``precision`` with ``backend`` (see ``streamer.make_runner``), made to sum to ``mix`` as ``residual``
+    asks (None: as the model made them; "spread"; or one of the model's stems)."""
+    stems, index = output_stems(config.stems, residual)
+    if len(stems) != len(config.stems):
+        raise SettingsError(f"residual {residual!r} is not one of the model's stems ({', '.join(config.stems)}) "
+                            "and an extra stem has no reference to score against: use 'spread' or a stem's name")
     if setting.stream is None:
-        return demix(model, mix, config.chunk_size, config.num_overlap, batch_size=max(1, config.batch_size),
-                     precision=precision, backend=backend)
+        est = demix(model, mix, config.chunk_size, config.num_overlap, batch_size=max(1, config.batch_size),
+                    precision=precision, backend=backend)
+        return apply_residual(est, mix, index)
     s = setting.stream
     engine = StreamEngine(model, config.stems, config.sample_rate, window=s.window, hop=s.hop, lookahead=s.lookahead,
-                          crossfade=s.crossfade, channels=config.channels, precision=precision, backend=backend)
+                          crossfade=s.crossfade, channels=config.channels, precision=precision, backend=backend,
+                          residual=residual)
     return engine.separate(mix, block)
 
 
 def evaluate(model: torch.nn.Module, config: Config, data: list[str], settings: list[Setting],
              seconds: float | None = None, progress: bool = True, precision: str | None = None,
-             backend: str = "torch") -> list[Scores]:
+             backend: str = "torch", residual: str | None = None) -> list[Scores]:
     stems = list(config.stems)
     folders = song_folders(data, stems)
     results = [Scores(s, {k: [] for k in stems}, {k: [] for k in stems}) for s in settings]
@@ -92,7 +103,8 @@ def evaluate(model: torch.nn.Module, config: Config, data: list[str], settings: 
         else:
             mix = truth.sum(axis=0)
         for res in results:
-            est = separate_with(model, config, res.setting, mix, precision=precision, backend=backend)
+            est = separate_with(model, config, res.setting, mix, precision=precision, backend=backend,
+                                residual=residual)
             for i, stem in enumerate(stems):
                 res.sdr[stem].append(sdr_median_per_second(truth[i], est[i], rate))
                 res.usdr[stem].append(usdr(truth[i], est[i]))

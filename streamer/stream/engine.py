@@ -26,12 +26,13 @@ import torch
 
 from ..errors import AudioError, AudioTypeError, SettingsError
 from ..inference.precision import resolve_precision
+from ..inference.residual import output_stems
 from ..inference.runner import BACKENDS, model_device
 from . import kernels as rt
 from .host import default_worker_threads, make_host
 from .supervisor import DEFAULT_MAX_RESTARTS, Supervisor
 from .ring import AudioSlot, SharedBuffers, WorkerSlot, ring_sizes
-from .settings import DEFAULT_PRESET, StreamSettings, WorkerSettings, output_stems, preset_settings
+from .settings import DEFAULT_PRESET, StreamSettings, WorkerSettings, preset_settings
 
 if TYPE_CHECKING:
     from ..msst.config import Config
@@ -51,9 +52,10 @@ class StreamEngine:
         crossfade: samples of crossfade between neighbouring windows (<= lookahead and <= hop), or
             "msst" for MSST's offline fades (needs lookahead = window - hop). Default: 10 ms,
             limited by the look-ahead and hop.
-        residual: a stem name. That stem becomes the delayed input minus the other stems (a name
-            that is not a model output is added as an extra stem), so the stems always sum to the
-            delayed input.
+        residual: a stem name: that stem becomes the delayed input minus the other stems (a name
+            that is not a model output is added as an extra stem); or "spread": every stem gets an
+            equal share of the delayed input minus the stems' sum. Either way the stems always sum
+            to the delayed input. None (default): the model's stems as they are.
         device, precision: where the model runs ("cpu", "cuda", ...; default: the model's device)
             and in what precision ("fp32"; on CUDA "bf16" (default) or "fp16" autocast).
         realtime: run inference on a worker and never wait for it.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..inference.chunks import msst_window
+from ..inference.residual import apply_residual
 from .settings import MSST_CROSSFADE, check_crossfade, check_lengths
 
 
@@ -46,7 +47,9 @@ class OverlapAdd:
 
     ``stems_out`` is the number of output stems: the model's stems, plus one when the residual stem
     is not among them. The residual stem (index ``residual``, or -1 for none) is never taken from
-    the model: it is the dry input minus the other stems, so the stems sum to the input.
+    the model: it is the dry input minus the other stems, so the stems sum to the input; with
+    ``residual`` -2 (``streamer.inference.residual.SPREAD_INDEX``) every stem gets an equal share of
+    the dry input minus the stems' sum instead.
     """
 
     def __init__(self, model_stems: int, stems_out: int, channels: int, window: int, hop: int, lookahead: int,
@@ -96,8 +99,6 @@ class OverlapAdd:
         total = self.wsum[a:b]
         self.region[:] = 0
         np.divide(self.acc[..., a:b], total, out=self.region, where=total > 0)  # 0 where no window counts
-        if self.residual >= 0:
-            others = [s for s in range(self.region.shape[0]) if s != self.residual]
-            self.region[self.residual] = dry[:, a:b] - self.region[others].sum(axis=0)
+        apply_residual(self.region, dry[:, a:b], self.residual)
         self.shift(self.hop)
         return self.region

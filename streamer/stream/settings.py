@@ -195,17 +195,6 @@ def seconds_to_samples(name: str, seconds: float, sample_rate: int, minimum: flo
     return int(round(check_seconds(name, seconds, minimum) * sample_rate))
 
 
-def output_stems(model_stems: list[str], residual: str | None) -> tuple[list[str], int]:
-    """The engine's stems and the residual's index (-1 for none): the model's stems, plus the residual
-    as an extra stem when the model has no stem of that name."""
-    stems = list(model_stems)
-    if residual is None:
-        return stems, -1
-    if residual not in stems:
-        stems.append(residual)
-    return stems, stems.index(residual)
-
-
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything the inference worker needs, typed and frozen (it crosses into a worker process)."""
@@ -216,7 +205,7 @@ class WorkerSettings:
     channels: int
     model_stems: int        # outputs of the model
     stems_out: int          # stems the engine outputs (the residual may be an extra one)
-    residual: int           # index of the residual stem, -1 for none
+    residual: int           # index of the residual stem, -1 for none, -2 spread (streamer.inference.residual)
     threads: int            # torch threads of a worker process
     allowance: int          # samples between a window's input arriving and its region playing
     cuda_graph: bool | None = None  # replay windows as a CUDA graph (None: streamer.inference.graphs' default)

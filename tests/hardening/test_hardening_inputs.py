@@ -35,7 +35,7 @@ from bridge.plugin.rig import RigError
 from streamer.errors import AudioError, CheckpointError, ConfigError, SettingsError, StemstreamError
 
 from conftest import TINY_BS, write_yaml
-from standins import IdentityModel
+from standins import ContextModel, IdentityModel
 
 RATE = 44100
 
@@ -238,10 +238,10 @@ def test_single_target_rig_can_set_the_residual_stem(vocals_model, tmp_path):
     assert sep.stems["other"].gain_db == -3 and sep.stems["vocals"].mute
 
 
-def test_multi_stem_model_without_other_gets_a_residual_only_when_asked(tmp_path):
+def test_multi_stem_model_without_other_gets_an_extra_residual_stem_only_when_asked(tmp_path):
     cfg = streamer.load_config(write_yaml(tmp_path / "two.yaml", stems=("drums", "bass"), target=None,
                                           extra_model={"num_stems": 2}))
-    assert StemSeparator(IdentityModel(2), cfg).stem_names == ["drums", "bass"]              # default: none
+    assert StemSeparator(IdentityModel(2), cfg).stem_names == ["drums", "bass"]              # default: spread
     assert StemSeparator(IdentityModel(2), cfg, residual="other").stem_names == ["drums", "bass", "other"]
     assert StemSeparator(IdentityModel(2), cfg, residual="rest").stem_names == ["drums", "bass", "rest"]
     assert StemSeparator(IdentityModel(2), cfg, residual="bass").stem_names == ["drums", "bass"]
@@ -252,6 +252,37 @@ def test_multi_stem_model_without_other_gets_a_residual_only_when_asked(tmp_path
     rig.write_text(yaml.safe_dump({"model": {"config": "two.yaml"}, "stems": {"other": {"mute": True}}}))
     with pytest.raises(RigError, match="stems: unknown key other"):
         StemSeparator.from_rig(rig)
+
+
+def test_multi_stem_model_spreads_the_residual_by_default_so_its_stems_sum_to_the_input(tmp_path):
+    cfg = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=("vocals", "drums", "bass", "other"),
+                                          target=None, extra_model={"num_stems": 4}, chunk_size=4410))
+    x = noise((2, 20000), seed=3)
+    out = {}
+    for residual in ("default", "spread", None, "other"):
+        kw = {} if residual == "default" else {"residual": residual}
+        sep = StemSeparator(ContextModel(4), cfg, latency="low", output="stems", **kw)
+        assert sep.stem_names == ["vocals", "drums", "bass", "other"]
+        assert sep.engine.residual == ("spread" if residual == "default" else residual)
+        out[residual] = sep(x, RATE).reshape(4, 2, -1)   # one call: aligned with the input
+        if residual is not None:
+            np.testing.assert_allclose(out[residual].sum(axis=0), x, atol=2e-6)
+    np.testing.assert_array_equal(out["default"], out["spread"])
+    share = (x - out[None].sum(axis=0)) / 4   # what the model's stems miss, a quarter to each
+    assert np.abs(share).max() > 1e-3
+    np.testing.assert_allclose(out["spread"], out[None] + share[None], atol=2e-6)
+    np.testing.assert_allclose(out["other"][:3], out[None][:3], atol=1e-7)   # a residual stem leaves the rest as made
+
+
+def test_spread_is_refused_for_a_single_target_model(vocals_model, tmp_path):
+    cfg_path, loaded = vocals_model
+    with pytest.raises(SettingsError, match="more than one stem"):
+        StemSeparator(loaded.model, loaded.config, residual="spread")
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(yaml.safe_dump({"model": {"config": cfg_path.name}, "engine": {"residual": "spread"}}))
+    with pytest.raises(StemstreamError, match="more than one stem") as err:
+        StemSeparator.from_rig(rig)
+    assert "rig.yaml" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------------

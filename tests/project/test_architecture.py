@@ -32,7 +32,7 @@ ALLOWED = {
     "streamer.inference": ("streamer.inference", "streamer.msst", "streamer.models", "streamer.audio",
                            "streamer.outputs", "streamer.errors"),
     "streamer.stream": ("streamer.stream", "streamer.inference.runner", "streamer.inference.precision",
-                        "streamer.inference.chunks", "streamer.msst", "streamer.errors"),
+                        "streamer.inference.chunks", "streamer.inference.residual", "streamer.msst", "streamer.errors"),
     "streamer.cluster": ("streamer.cluster", "streamer.inference", "streamer.msst", "streamer.audio",
                          "streamer.outputs", "streamer.errors"),
     "streamer.lab": ("streamer.lab", "streamer.stream", "streamer.inference", "streamer.msst", "streamer.models",

@@ -22,6 +22,7 @@ CLI_FLAGS = {'separate': ['--backend', '--batch-size', '--checkpoint', '--chunk-
           '--plot',
           '--precision',
           '--presets',
+          '--residual',
           '--seconds',
           '--setting',
           '--trust-checkpoint',

@@ -106,12 +106,12 @@ def test_impulse_comes_out_after_latency_samples():
 @pytest.mark.parametrize("window,hop,lookahead,crossfade", [
     (4410, 441, 441, 200), (3000, 1000, 500, 0), (4000, 500, 3500, "msst"),
 ])
-@pytest.mark.parametrize("residual", ["b", "extra"])
+@pytest.mark.parametrize("residual", ["b", "extra", "spread"])
 def test_residual_stems_sum_to_delayed_input(window, hop, lookahead, crossfade, residual):
     audio = noise(0.8, seed=5)
     engine = StreamEngine(ContextModel(), ["a", "b", "c"], RATE, window=window, hop=hop, lookahead=lookahead,
                           crossfade=crossfade, residual=residual)
-    assert engine.stems == (["a", "b", "c"] if residual == "b" else ["a", "b", "c", "extra"])
+    assert engine.stems == (["a", "b", "c", "extra"] if residual == "extra" else ["a", "b", "c"])
     rng = np.random.default_rng(7)
     out = feed(engine, audio, list(rng.integers(1, 1500, size=40)))
     np.testing.assert_allclose(out.sum(axis=0), audio, atol=2e-6)
@@ -264,6 +264,31 @@ def test_missed_deadlines_fall_back_to_dry_input_and_keep_stems_summing():
     dry_only = np.all(got[:2, :, lat:] == 0, axis=(0, 1))
     assert dry_only.sum() > hop
     np.testing.assert_allclose(got[2, :, lat:][:, dry_only], audio[:, : got.shape[-1] - lat][:, dry_only], atol=1e-7)
+
+
+def test_spread_residual_keeps_stems_summing_on_time_and_through_missed_deadlines():
+    """residual="spread": on time every stem is its overlap-add plus a third of what the three stems
+    miss; a missed stretch splits the dry input equally; the sum is the input throughout."""
+    audio = noise(1.5, seed=15)
+    hop = 2205
+    with StreamEngine(SlowModel(0.12), ["a", "b", "c"], RATE, window=4410, hop=hop, lookahead=hop, residual="spread",
+                      realtime=True, worker="thread") as engine:
+        assert engine.stems == ["a", "b", "c"]
+        got = paced_feed(engine, audio, 256, speed=1.0)
+        stats = engine.stats
+    lat = engine.latency_samples
+    assert stats["deadline_misses"] > 0
+    delayed = audio[:, : got.shape[-1] - lat]
+    np.testing.assert_allclose(got.sum(axis=0)[:, lat:], delayed, atol=2e-6)
+    split = np.all(np.abs(got[:, :, lat:] - delayed[None] / 3) < 1e-7, axis=(0, 1))  # the fallback
+    assert split.sum() > hop
+    inline = StreamEngine(ContextModel(), ["a", "b", "c"], RATE, window=4410, hop=hop, lookahead=hop,
+                          residual="spread")
+    on_time = feed(inline, audio, [256])
+    plain = feed(StreamEngine(ContextModel(), ["a", "b", "c"], RATE, window=4410, hop=hop, lookahead=hop), audio, [256])
+    share = (audio - plain.sum(axis=0)) / 3
+    np.testing.assert_allclose(on_time, plain + share[None], atol=2e-6)
+    assert np.abs(share).max() > 1e-3  # the stand-in's stems do not sum to its input: there was something to share
 
 
 def test_worker_failure_is_reported_and_audio_continues():

@@ -6,6 +6,7 @@ import pytest
 
 from streamer.errors import SettingsError
 from streamer.inference.chunks import msst_window
+from streamer.inference.residual import SPREAD_INDEX
 from streamer.stream.overlap import OverlapAdd, window_weights
 
 F32 = np.float32
@@ -114,9 +115,11 @@ def reference(outputs, w, hop, lookahead, x, j, model_stems, stems_out, residual
             if s != residual:
                 num[s] += wi * np.where(ok, y[s][:, np.clip(idx, 0, window - 1)], 0)
     region = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    dry = np.where(pos >= 0, x[:, np.clip(pos, 0, None)], 0)
     if residual >= 0:
-        dry = np.where(pos >= 0, x[:, np.clip(pos, 0, None)], 0)
         region[residual] = dry - np.delete(region, residual, axis=0).sum(axis=0)
+    elif residual == SPREAD_INDEX:  # each stem: its average plus an equal share of what the stems miss
+        region += (dry - region.sum(axis=0)) / stems_out
     return region
 
 
@@ -144,6 +147,7 @@ def test_constant_output_gives_exactly_one(seed, crossfade):
 
 @pytest.mark.parametrize("seed,model_stems,stems_out,residual,msst", [
     (0, 2, 2, -1, False), (1, 2, 3, 2, False), (2, 3, 3, 1, False), (3, 2, 2, -1, True), (4, 2, 3, 2, True),
+    (5, 4, 4, SPREAD_INDEX, False), (6, 2, 2, SPREAD_INDEX, True),
 ])
 def test_overlap_add_matches_brute_force_and_residual_is_dry_minus_stems(seed, model_stems, stems_out, residual,
                                                                           msst):
@@ -166,7 +170,7 @@ def test_overlap_add_matches_brute_force_and_residual_is_dry_minus_stems(seed, m
         assert r.shape == (stems_out, channels, hop) and r.dtype == np.float32
         ref = reference(outputs, w, hop, lookahead, audio, j, model_stems, stems_out, residual)
         np.testing.assert_allclose(r, ref, rtol=1e-4, atol=1e-5, err_msg=f"window {j}")
-        if residual >= 0:  # the stems sum to the dry input
+        if residual != -1:  # a residual stem or the spread residual: the stems sum to the dry input
             end = (j + 1) * hop
             pos = np.arange(end - lookahead - hop, end - lookahead)
             dry = np.where(pos >= 0, audio[:, np.clip(pos, 0, None)], F32(0))

@@ -6,7 +6,8 @@ import pytest
 import streamer
 from streamer.errors import SettingsError, StemstreamError
 from streamer.stream.settings import (DEFAULT_PRESET, PRESET_TABLE, PRESETS, StreamSettings, WorkerSettings,
-                                      default_crossfade, output_stems, seconds_to_samples)
+                                      default_crossfade, seconds_to_samples)
+from streamer.inference.residual import output_stems
 from standins import ContextModel
 
 from conftest import write_yaml
@@ -85,6 +86,9 @@ def test_output_stems_rule():
     assert output_stems(["vocals", "other"], None) == (["vocals", "other"], -1)
     assert output_stems(["vocals", "other"], "other") == (["vocals", "other"], 1)
     assert output_stems(["vocals"], "instrumental") == (["vocals", "instrumental"], 1)
+    assert output_stems(["vocals", "other"], "spread") == (["vocals", "other"], -2)
+    with pytest.raises(SettingsError, match="stem named 'spread'"):
+        output_stems(["vocals", "spread"], "spread")
 
 
 @pytest.mark.parametrize("value,message", [(-1, ">= 0"), (float("nan"), "number of seconds"),
