@@ -2,6 +2,7 @@
 its stems, each augmentation does what it says, and a seed reproduces an example."""
 import numpy as np
 import pytest
+import torch
 
 from streamer.lab.augment import Augment, _compressor_gain, _limiter_gain
 from streamer.lab.train import RemixDataset, song_folders
@@ -121,3 +122,13 @@ def test_off_is_the_plain_remix():
     assert aug.p_speed == aug.p_silent == aug.p_reverb == aug.p_bus_compress == 0.0 and aug.p_swap == 0.5
     names = [name for name, _ in Augment().describe()]
     assert "p_reverb" in names and "speed" in names
+
+
+def test_songs_are_kept_in_float16_and_examples_come_out_in_float32(dataset):
+    from streamer.audio import load_stems
+
+    assert all(song.dtype == np.float16 for song in dataset.songs)
+    first = load_stems(dataset.folders[0], STEMS, RATE, 2)
+    np.testing.assert_allclose(dataset.songs[0].astype(np.float32), first, rtol=2 ** -11, atol=2 ** -24)
+    mix, stems = dataset.batch(np.random.default_rng(3), 2, 4410)
+    assert mix.dtype == stems.dtype == torch.float32
