@@ -25,6 +25,10 @@ def register(sub) -> None:
     sep.add_argument("--out", required=True, help="output folder")
     sep.add_argument("--instrumental", action="store_true",
                      help="also write instrumental = mix minus the vocals stem (or the first stem)")
+    sep.add_argument("--residual", default="none",
+                     help="make the stems sum to the input: 'spread' (what the model's stems miss is shared "
+                          "equally, as the live separator does), or a stem's name (that stem becomes the input "
+                          "minus the others); default 'none': the model's stems as they are, as MSST writes them")
     sep.add_argument("--tta", action="store_true",
                      help="test-time augmentation: average with channel-swapped and polarity-inverted passes (3x time)")
     sep.add_argument("--chunk-size", type=positive_int(),
@@ -74,6 +78,7 @@ def register(sub) -> None:
 def cmd_separate(args: argparse.Namespace) -> int:
     from streamer.errors import AudioError
     from streamer.inference.demix import RunnerCache
+    from streamer.inference.residual import model_residual_index
     from streamer.inference.separate import list_inputs, plan_outputs, separate_file
     from streamer.outputs import output_folder
 
@@ -91,6 +96,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
             check_length(f"--chunk-size {args.chunk_size}", args.chunk_size, loaded.config)
         opts = _options(args, device=str(loaded.device), precision=loaded.precision,
                         progress=not args.no_progress and sys.stderr.isatty())
+        model_residual_index(loaded.config.stems, opts.residual)  # a residual that cannot be made: before any work
         # one runner per chunk size for every file: the ONNX core (or auto's timing) is made once
         runners = RunnerCache(loaded.model, opts.device, opts.precision, opts.backend)
         for path, folder in plan.items():
@@ -110,7 +116,8 @@ def _options(args: argparse.Namespace, device: str, precision: str, progress: bo
     subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
     return SeparationOptions(
         chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
-        instrumental=args.instrumental, output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
+        instrumental=args.instrumental, residual=None if args.residual.lower() == "none" else args.residual,
+        output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
         device=device, precision=precision, backend=args.backend, progress=progress,
     )
 
@@ -131,6 +138,7 @@ def _separate_on_ray(args: argparse.Namespace, plan: dict[str, str]) -> int:
         raise SettingsError("--cpus-per-worker 0 needs --gpus-per-worker above 0")
     from streamer.inference.loader import load_model
     from streamer.cluster.job import JobOptions, ModelSource, run_job
+    from streamer.inference.residual import model_residual_index
 
     # the model is loaded here once first (on the CPU), so that a wrong config or checkpoint is one
     # error line before any cluster starts
@@ -142,6 +150,7 @@ def _separate_on_ray(args: argparse.Namespace, plan: dict[str, str]) -> int:
     del checked
     # device and precision as asked: each worker resolves them for its own hardware
     opts = _options(args, device=args.device, precision=args.precision, progress=False)
+    model_residual_index(config.stems, opts.residual)
     source = ModelSource.from_files(config, args.config, args.checkpoint, device=args.device,
                                     precision=args.precision, trust=args.trust_checkpoint)
     job = JobOptions(address=None if args.ray == "local" else args.ray, workers=args.workers,

@@ -133,6 +133,7 @@ def job_settings(config: Config, opts: SeparationOptions, precision: str) -> dic
         "num_overlap": int(opts.num_overlap or config.num_overlap),
         "tta": bool(opts.tta), "instrumental": bool(opts.instrumental), "output_rate": opts.output_rate,
         "format": opts.fmt, "subtype": opts.subtype, "precision": precision,
+        **({"residual": opts.residual} if opts.residual else {}),  # absent when unused: earlier manifests still match
     }
 
 
@@ -464,7 +465,8 @@ class _Runner:
                 ests.append(finish_chunks(plan, parts))
             est = ests[0] if passes == 1 else combine_tta(ests[0], ests[1][:, ::-1], ests[2])
             x = ray.get(f.refs[1])
-            stems = stems_from_estimate(est, x, meta["mean"], meta["std"], self.source.config, self.opts.instrumental)
+            stems = stems_from_estimate(est, x, meta["mean"], meta["std"], self.source.config, self.opts.instrumental,
+                                        self.opts.residual)
             write_stems(stems, self.source.config, f.folder, meta["rate"], meta["length"], self.opts,
                         name=os.path.basename(f.folder))
         except Exception as exc:  # noqa: BLE001 - a file that cannot be written fails alone

@@ -47,6 +47,17 @@ def output_stems(model_stems: Sequence[str], residual: str | None) -> tuple[list
     return stems, stems.index(residual)
 
 
+def model_residual_index(model_stems: Sequence[str], residual: str | None) -> int:
+    """The index of ``residual`` where no extra stem can be made (offline files, evaluation): None, "spread"
+    or one of the model's own stems; another name is refused with a SettingsError."""
+    stems, index = output_stems(model_stems, residual)
+    if len(stems) != len(model_stems):
+        raise SettingsError(f"residual {residual!r} is not one of the model's stems ({', '.join(model_stems)}): "
+                            f"use {SPREAD!r} or a stem's name (for separated files, --instrumental writes the mix "
+                            "minus the vocals as an extra file)")
+    return index
+
+
 def apply_residual(stems: np.ndarray, mix: np.ndarray, index: int) -> np.ndarray:
     """Make ``stems`` (stems, channels, n) sum to ``mix`` (channels, n), in place, and return it.
 

@@ -13,6 +13,7 @@ from ..outputs import AtomicFolder
 from ..errors import AudioError
 from ..msst.config import Config
 from .demix import RunnerCache, demix, demix_tta
+from .residual import apply_residual, model_residual_index
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class SeparationOptions:
     batch_size: int | None = None       # default: the config's
     tta: bool = False
     instrumental: bool = False
+    residual: str | None = None         # None | "spread" | a model stem: the stems sum to the mix (residual.py)
     output_rate: str = "input"          # "input": write at the file's rate; "model": at the model's
     fmt: str = "wav"
     subtype: str | None = "FLOAT"
@@ -57,11 +59,14 @@ def normalize_mix(mix: np.ndarray, config: Config) -> tuple[np.ndarray, float | 
 
 
 def stems_from_estimate(est: np.ndarray, mix: np.ndarray, mean: float | None, std: float | None, config: Config,
-                        instrumental: bool) -> dict[str, np.ndarray]:
-    """The named stems from the model's estimate (stems, channels, samples), normalisation undone, plus
+                        instrumental: bool, residual: str | None = None) -> dict[str, np.ndarray]:
+    """The named stems from the model's estimate (stems, channels, samples), normalisation undone, made
+    to sum to ``mix`` as ``residual`` asks (None: as the model made them; "spread"; a model stem), plus
     the instrumental (mix minus :func:`instrumental_source`) when asked."""
     if mean is not None:
         est = est * std + mean
+    if residual is not None:
+        est = apply_residual(np.array(est, np.float32), mix, model_residual_index(config.stems, residual))
     stems = {name: est[i] for i, name in enumerate(config.stems)}
     if instrumental:
         stems["instrumental"] = (mix - stems[instrumental_source(config)]).astype(np.float32)
@@ -80,7 +85,7 @@ def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
     run = demix_tta if opts.tta else demix
     est = run(model, x, chunk, overlap, batch_size=batch, device=opts.device,
               precision=opts.precision, progress=opts.progress, backend=opts.backend, runners=runners)
-    return stems_from_estimate(est, mix, mean, std, config, opts.instrumental)
+    return stems_from_estimate(est, mix, mean, std, config, opts.instrumental, opts.residual)
 
 
 def model_input(audio: np.ndarray, rate: int, config: Config, where: str) -> np.ndarray:

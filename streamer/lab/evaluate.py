@@ -16,9 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import load_stems, song_folders, stem_path
-from ..errors import SettingsError
 from ..inference.demix import demix
-from ..inference.residual import apply_residual, output_stems
+from ..inference.residual import apply_residual, model_residual_index
 from ..msst.config import Config
 from ..stream.engine import StreamEngine
 from ..stream.settings import StreamSettings, preset_settings
@@ -68,10 +67,7 @@ def separate_with(model, config: Config, setting: Setting, mix: np.ndarray, bloc
     """(stems, channels, samples) for ``mix`` by offline demix or the engine (aligned, same length), in
     ``precision`` with ``backend`` (see ``streamer.make_runner``), made to sum to ``mix`` as ``residual``
     asks (None: as the model made them; "spread"; or one of the model's stems)."""
-    stems, index = output_stems(config.stems, residual)
-    if len(stems) != len(config.stems):
-        raise SettingsError(f"residual {residual!r} is not one of the model's stems ({', '.join(config.stems)}) "
-                            "and an extra stem has no reference to score against: use 'spread' or a stem's name")
+    index = model_residual_index(config.stems, residual)  # an extra stem would have no reference to score against
     if setting.stream is None:
         est = demix(model, mix, config.chunk_size, config.num_overlap, batch_size=max(1, config.batch_size),
                     precision=precision, backend=backend)

@@ -133,3 +133,49 @@ def test_recursive_folder_keeps_the_library_layout(tmp_path, model_files, capsys
     code, _, err = run_cli(["separate", lib / "top.wav", lib / "live" / "top.wav", "--config", cfg_path,
                             "--checkpoint", ckpt, "--out", tmp_path / "flat"], capsys)
     _assert_one_line_error(code, err, "would write the same stems folder")
+
+
+def test_residual_makes_the_written_stems_sum_to_the_input(tmp_path, song, capsys):
+    """--residual spread: each stem is the model's plus a quarter of what the four miss; --residual other:
+    that stem is the input minus the others; the default writes the model's stems as they are."""
+    from conftest import randomize
+    import torch
+
+    cfg_path = write_yaml(tmp_path / "four.yaml", stems=("vocals", "drums", "bass", "other"), target=None,
+                          extra_model={"num_stems": 4}, chunk_size=22050, num_overlap=2)
+    cfg = streamer.load_config(cfg_path)
+    torch.manual_seed(0)
+    model = randomize(streamer.build_model(cfg))
+    ckpt = tmp_path / "four.ckpt"
+    torch.save(model.state_dict(), ckpt)
+    path, mix = song
+    raw = streamer.demix(model, mix, cfg.chunk_size, cfg.num_overlap)
+    got = {}
+    for residual in ("none", "spread", "other"):
+        out = tmp_path / residual
+        code, _, err = run_cli(["separate", path, "--config", cfg_path, "--checkpoint", ckpt, "--out", out,
+                                "--residual", residual], capsys)
+        assert code == 0, err
+        got[residual] = np.stack([sf.read(out / "song" / f"{s}.wav", always_2d=True)[0].T for s in cfg.stems])
+    np.testing.assert_allclose(got["none"], raw, atol=1e-6)
+    share = (mix - raw.sum(axis=0)) / 4
+    assert np.abs(share).max() > 1e-3
+    np.testing.assert_allclose(got["spread"], raw + share[None], atol=1e-5)
+    np.testing.assert_allclose(got["other"][:3], raw[:3], atol=1e-6)
+    for residual in ("spread", "other"):
+        np.testing.assert_allclose(got[residual].sum(axis=0), mix, atol=1e-5)
+
+    out = tmp_path / "bad"
+    code, _, err = run_cli(["separate", path, "--config", cfg_path, "--checkpoint", ckpt, "--out", out,
+                            "--residual", "rest"], capsys)
+    _assert_one_line_error(code, err, "'rest' is not one of the model's stems", "spread")
+    assert _no_outputs(out)
+
+
+def test_spread_residual_is_refused_for_a_single_target_model(tmp_path, model_files, song, capsys):
+    cfg_path, ckpt, _, _ = model_files
+    out = tmp_path / "stems"
+    code, _, err = run_cli(["separate", song[0], "--config", cfg_path, "--checkpoint", ckpt, "--out", out,
+                            "--residual", "spread"], capsys)
+    _assert_one_line_error(code, err, "more than one stem")
+    assert _no_outputs(out)

@@ -10,7 +10,7 @@ API = ["load_config", "build_model", "load_checkpoint", "read_state_dict", "demi
        "StemstreamError", "ConfigError", "CheckpointError", "AudioError", "SettingsError", "WorkerError"]
 
 # every command with its options and positional arguments (issue 11 kept them; later issues add, never remove)
-CLI_FLAGS = {'separate': ['--backend', '--batch-size', '--checkpoint', '--chunk-size', '--config', '--cpus-per-worker', '--device', '--format', '--gpus-per-worker', '--help', '--instrumental', '--local-cpus', '--model-type', '--no-progress', '--num-overlap', '--out', '--output-rate', '--precision', '--ray', '--recursive', '--split-seconds', '--subtype', '--trust-checkpoint', '--tta', '--workers', '-h', 'inputs'],
+CLI_FLAGS = {'separate': ['--backend', '--batch-size', '--checkpoint', '--chunk-size', '--config', '--cpus-per-worker', '--device', '--format', '--gpus-per-worker', '--help', '--instrumental', '--local-cpus', '--model-type', '--no-progress', '--num-overlap', '--out', '--output-rate', '--precision', '--ray', '--recursive', '--residual', '--split-seconds', '--subtype', '--trust-checkpoint', '--tta', '--workers', '-h', 'inputs'],
  'inspect': ['--config', '--help', '--trust-checkpoint', '-h', 'checkpoint'],
  'demo': ['--backend', '--block', '--config', '--help', '--out', '--preset', '--song', '-h'],
  'fetch-real': ['--cache', '--help', '--out', '-h'],
