@@ -16,7 +16,7 @@ a number (beyond 0..1 it stops at its ends, as a fader does), ``mute``/``solo`` 
 silently read as something else (a NaN fader is not "off", the string ``"false"`` is not true).
 
 With every gain of a bus at unity and nothing muted or soloed, the bus is the delayed input itself,
-bit for bit (when the engine has a residual stem, the stems sum to it), as DJ hardware passes the
+bit for bit (when the engine has a residual, spread or in a stem, the stems sum to it), as DJ hardware passes the
 signal through untouched when nothing is engaged.
 """
 from __future__ import annotations

@@ -43,7 +43,7 @@ def separator_residual(residual: str | None, model_stems: Sequence[str]) -> str 
         return None
     if not isinstance(residual, str) or not residual:
         raise SettingsError(f"residual must be a stem name, {SPREAD!r} or None, got {residual!r}")
-    if residual is DEFAULT_RESIDUAL:
+    if isinstance(residual, _DefaultResidual):  # by type: a copy of the default is still the default
         return str(residual) if len(model_stems) == 1 else SPREAD
     return str(residual)
 

@@ -28,12 +28,17 @@ NO_RESIDUAL = -1
 
 def output_stems(model_stems: Sequence[str], residual: str | None) -> tuple[list[str], int]:
     """The stems out and the residual's index for ``residual``: None (index -1, the model's stems as
-    they are), :data:`SPREAD` (index -2, the model's stems, each with a share of the residual), or a stem
-    name (that stem's index; a name the model does not output is added as an extra stem)."""
+    they are), :data:`SPREAD` in any case (index -2, the model's stems, each with a share of the
+    residual), or a stem name (that stem's index; a name the model does not output is added as an extra
+    stem). A single-target model's own stem is refused, as is spreading over it: that stem would
+    become the whole input."""
     stems = list(model_stems)
     if residual is None:
         return stems, NO_RESIDUAL
-    if residual == SPREAD:
+    if len(stems) == 1 and residual == stems[0]:
+        raise SettingsError(f"residual {residual!r} is the model's only stem: it would become the whole input; name "
+                            "another stem for the rest of the mix (say 'other')")
+    if residual.lower() == SPREAD:
         if SPREAD in stems:
             raise SettingsError(f"the model has a stem named {SPREAD!r}, which is also the name of the residual "
                                 "mode that spreads the residual over all stems: rename the stem in the config")

@@ -78,6 +78,7 @@ def separate_array(model: torch.nn.Module, config: Config, mix: np.ndarray,
     """Separate a (channels, samples) array already at the model's rate and channel count. ``runners``:
     a :class:`~streamer.inference.demix.RunnerCache` kept across calls (many files, one model)."""
     opts = opts or SeparationOptions()
+    model_residual_index(config.stems, opts.residual)  # refused before the long work
     chunk = opts.chunk_size or config.chunk_size
     overlap = opts.num_overlap or config.num_overlap
     batch = opts.batch_size or config.batch_size

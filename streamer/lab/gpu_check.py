@@ -10,7 +10,7 @@ recorded and the others still run:
 
 1. environment: GPU, driver, torch, CUDA, and a measured dense bf16 matmul rate (the floor's yardstick);
 2. correctness on the device: the engine's offline-exact setting against ``demix`` (max difference),
-   the residual stems' sum against the delayed input, and bf16/fp16 against fp32 (error energy in
+   the stems' sum with a residual stem against the delayed input, and bf16/fp16 against fp32 (error energy in
    dB) for the demo model and random-weight models of the viperx BS-RoFormer 512x12 and Kim
    Mel-RoFormer 384x6 architectures;
 3. time per window for those two at 2, 4 and 8 s, fp32/bf16/fp16, eager and as a CUDA graph (with

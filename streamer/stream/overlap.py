@@ -46,10 +46,10 @@ class OverlapAdd:
     """Accumulates window outputs and hands out finished hop regions.
 
     ``stems_out`` is the number of output stems: the model's stems, plus one when the residual stem
-    is not among them. The residual stem (index ``residual``, or -1 for none) is never taken from
-    the model: it is the dry input minus the other stems, so the stems sum to the input; with
-    ``residual`` -2 (``streamer.inference.residual.SPREAD_INDEX``) every stem gets an equal share of
-    the dry input minus the stems' sum instead.
+    is not among them. ``residual`` (``streamer.inference.residual``): -1 none; -2 spread, every stem
+    gets an equal share of the dry input minus the stems' sum; an index >= 0, that residual stem is
+    never taken from the model but is the dry input minus the other stems. Either way the stems sum
+    to the input.
     """
 
     def __init__(self, model_stems: int, stems_out: int, channels: int, window: int, hop: int, lookahead: int,

@@ -4,7 +4,8 @@ A worker can die in ways it cannot report itself: killed, out of memory, a crash
 The supervisor polls the host from its own thread (never the audio side) several times per hop;
 when the worker has died it records the cause (the exception's message, the exit code or the signal),
 restarts it, at most ``max_restarts`` times, and counts all of it. While the worker is down, the audio
-side plays the delayed input the safe way (in the residual stem, so the stems still sum to the input,
+side plays the delayed input the safe way (in the residual stem, or split equally over the stems, so
+the stems still sum to the input,
 and an unmuted bus plays the input); separation fades back in once the new worker publishes.
 """
 from __future__ import annotations

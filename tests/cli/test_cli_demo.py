@@ -29,7 +29,7 @@ def test_demo_streams_a_song_and_inspect(tmp_path, model_files, capsys):
     assert "mean SDR improvement" in stdout
     mix, _ = sf.read(tmp_path / "demo" / "mix.wav", always_2d=True)
     parts = sum(sf.read(tmp_path / "demo" / f"{s}.wav", always_2d=True)[0] for s in ("vocals", "drums", "bass", "other"))
-    np.testing.assert_allclose(parts, mix, atol=1e-5)  # residual stem: the stems add up to the mix
+    np.testing.assert_allclose(parts, mix, atol=1e-5)  # the residual (spread): the stems add up to the mix
     karaoke, _ = sf.read(tmp_path / "demo" / "karaoke.wav", always_2d=True)
     vocals, _ = sf.read(tmp_path / "demo" / "vocals.wav", always_2d=True)
     np.testing.assert_allclose(karaoke + vocals, mix, atol=1e-5)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import SettingsError
-from streamer.inference.residual import NO_RESIDUAL, SPREAD_INDEX, apply_residual
+from streamer.inference.residual import NO_RESIDUAL, SPREAD_INDEX, apply_residual, output_stems
 
 F32 = np.float32
 
@@ -45,3 +45,12 @@ def test_spread_of_a_perfect_separation_changes_nothing():
     mix = est.sum(axis=0)
     before = est.copy()
     np.testing.assert_allclose(apply_residual(est, mix, SPREAD_INDEX), before, atol=1e-6)
+
+
+def test_residual_names_spread_in_any_case_and_a_single_stem_cannot_be_its_own_residual():
+    assert output_stems(["vocals", "other"], "Spread") == (["vocals", "other"], SPREAD_INDEX)
+    for residual in ("spread", "vocals"):
+        with pytest.raises(SettingsError, match="whole input"):
+            output_stems(["vocals"], residual)
+    assert output_stems(["vocals"], "other") == (["vocals", "other"], 1)
+

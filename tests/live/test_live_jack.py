@@ -60,7 +60,7 @@ def test_file_run_records_stems_that_sum_to_the_delayed_input(files, tmp_path):
         assert audio.shape == x.shape
     # the first samples of the song went in
     np.testing.assert_array_equal(x[:RATE], sf.read(files["song"], dtype="float32")[0][:RATE])
-    # residual stem: the stems add up to the delayed input; nothing engaged: the bus IS the delayed input
+    # the residual (spread): the stems add up to the delayed input; nothing engaged: the bus IS the delayed input
     np.testing.assert_allclose(sum(take["stems"].values()), delayed(x, L), atol=2e-6)
     np.testing.assert_array_equal(take["buses"]["main"], delayed(x, L))
     assert s["counters"]["record_dropped_blocks"] == 0 and s["counters"]["resampler_underflow_frames"] == 0

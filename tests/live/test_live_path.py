@@ -21,7 +21,7 @@ def config(tmp_path):
 
 
 def separator(config, **kw):
-    """Vocals = the input, the other stems silent ('other' the residual), inline (deterministic)."""
+    """Vocals = the input, the other stems silent (the residual, spread, is zero), inline (deterministic)."""
     return StemSeparator(IdentityModel(4), config, latency="low", **kw)
 
 

@@ -19,7 +19,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def sep(config):
-    """Vocals = the input, the other stems silent, 'other' the residual."""
+    """Vocals = the input, the other stems silent (the residual, spread by default, is zero)."""
     return StemSeparator(IdentityModel(4), config, latency="low")
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
+import streamer
 from bridge import StemSeparator
 from bridge.plugin.rig import RigError
 
@@ -39,6 +40,15 @@ def test_rig_sets_up_engine_stems_effects_and_buses(tmp_path, model_config):
     assert sep.output == "monitor"
     y = sep(np.zeros((2, 5000), np.float32), 44100)
     assert y.shape == (2, 5000)
+
+
+@pytest.mark.parametrize("residual,expected", [(None, "spread"), ("spread", "spread"), ("other", "other"),
+                                               ("null", None)])
+def test_rig_residual_defaults_to_spread_for_a_multi_stem_model(tmp_path, model_config, residual, expected):
+    engine = {} if residual is None else {"residual": None if residual == "null" else residual}
+    sep = StemSeparator.from_rig(rig(tmp_path, {"model": {"config": model_config.name}, "engine": engine}))
+    assert sep.engine.residual == expected
+    assert sep.stem_names == list(streamer.load_config(model_config).stems)
 
 
 @pytest.mark.parametrize("data,message", [
@@ -92,3 +102,15 @@ def test_scenes_are_parsed_and_checked(tmp_path, model_config):
                           (["karaoke"], "scenes: expected a mapping")]:
         with pytest.raises(RigError, match=words):
             load_rig(rig(tmp_path, dict(base, scenes=scenes)))
+
+
+def test_a_copy_of_the_separator_default_is_still_the_default():
+    import copy
+    import pickle
+
+    from bridge.plugin.stems import DEFAULT_RESIDUAL, separator_residual
+
+    for default in (DEFAULT_RESIDUAL, copy.copy(DEFAULT_RESIDUAL), pickle.loads(pickle.dumps(DEFAULT_RESIDUAL))):
+        assert separator_residual(default, ["vocals", "drums", "bass", "other"]) == "spread"
+        assert separator_residual(default, ["vocals"]) == "other"
+    assert separator_residual("other", ["vocals", "drums", "bass", "other"]) == "other"

@@ -229,10 +229,10 @@ def paced_feed(engine, audio, block, speed=4.0):
     return np.concatenate(outs, axis=-1)
 
 
-@pytest.mark.parametrize("worker", ["thread", "process"])
-def test_realtime_output_equals_inline_output_when_on_time(worker):
+@pytest.mark.parametrize("worker,residual", [("thread", "c"), ("process", "c"), ("process", "spread")])
+def test_realtime_output_equals_inline_output_when_on_time(worker, residual):
     audio = noise(1.5, seed=12)
-    settings = dict(window=4410, hop=1102, lookahead=1102, crossfade=300, residual="c")
+    settings = dict(window=4410, hop=1102, lookahead=1102, crossfade=300, residual=residual)
     inline = StreamEngine(ContextModel(), ["a", "b", "c"], RATE, **settings)
     expected = feed(inline, audio, [441])
     allowance = 22050  # 0.5 s of audio = 250 ms of wall time at 2x: ample for a model taking < 1 ms

@@ -221,7 +221,7 @@ def test_read_output_without_fade_split_over_stems():
     assert model.blended == 0
 
 
-@pytest.mark.parametrize("seed,residual", [(2, 0), (3, -1), (4, 2)])
+@pytest.mark.parametrize("seed,residual", [(2, 0), (3, -1), (4, 2), (5, -2)])  # -2: spread, dry split as for -1
 def test_read_output_fades_back_in_after_a_fallback(seed, residual):
     model = drive_read_output(seed=seed, fade_step=1 / 23, residual=residual)
     assert model.blended >= 20  # the linear fade really ran
