@@ -96,6 +96,8 @@ def _bench_engines(args: argparse.Namespace, config, model):
     from streamer.stream.engine import StreamEngine
     from streamer.stream.settings import MSST_CROSSFADE, preset_settings, seconds_to_samples
 
+    from ..plugin.stems import DEFAULT_RESIDUAL, separator_residual
+
     rate = config.sample_rate
     base = preset_settings(args.preset, config)
     hops = [seconds_to_samples("--hop", h, rate) for h in args.hop] if args.hop else [base.hop]
@@ -118,7 +120,7 @@ def _bench_engines(args: argparse.Namespace, config, model):
         allowance = seconds_to_samples("--allowance", args.allowance, rate) if args.allowance is not None else None
         yield StreamEngine(
             model, config.stems, rate, window=window, hop=hop, lookahead=lookahead, crossfade=crossfade,
-            residual=config.stems[-1], device=resolve_device(args.device), precision=args.precision,
+            residual=separator_residual(DEFAULT_RESIDUAL, config.stems), device=resolve_device(args.device), precision=args.precision,
             realtime=True, worker=args.worker, compute_allowance=allowance, threads=args.threads,
             channels=config.channels, backend=args.backend)
 

@@ -49,6 +49,7 @@ import torch
 from ..assets import DEMO_CHECKPOINT, DEMO_CONFIG
 from ..inference.demix import demix
 from ..inference.graphs import MATCH_DB, capture, error_db
+from ..inference.residual import SPREAD
 from ..inference.loader import load_model
 from ..inference.precision import autocast_context
 from ..stream.engine import StreamEngine
@@ -338,7 +339,7 @@ class Check:
                 window = int(round(window_s * cfg.sample_rate))
                 hop = int(round(hop_s * cfg.sample_rate))
                 engine = StreamEngine(cpu_model, cfg.stems, cfg.sample_rate, window=window, hop=hop, lookahead=hop,
-                                      residual=cfg.stems[-1], device=self.device, precision=self.plan.hop_precision,
+                                      residual=SPREAD if len(cfg.stems) > 1 else "other", device=self.device, precision=self.plan.hop_precision,
                                       realtime=True, worker="process", channels=cfg.channels, cuda_graph=graph)
                 with engine:
                     r = run_realtime(engine, self.plan.hop_seconds, 256)
