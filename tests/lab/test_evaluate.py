@@ -9,13 +9,19 @@ from streamer.lab import metrics
 from lab_helpers import four_stem_config, make_songs
 
 
-def test_eval_scores_offline_and_streaming_and_plots(tmp_path, four_stem_config, capsys):
+def song_and_model(tmp_path, config_path):
+    """One generated 1 s song, and a random-weight model of ``config_path`` saved as a checkpoint."""
     data = make_songs(tmp_path / "data", 1, seconds=1.0)
-    config = streamer.load_config(four_stem_config)
+    config = streamer.load_config(config_path)
     torch.manual_seed(0)
     model = streamer.build_model(config)
     ckpt = tmp_path / "m.ckpt"
     torch.save(model.state_dict(), ckpt)
+    return data, config, model, ckpt
+
+
+def test_eval_scores_offline_and_streaming_and_plots(tmp_path, four_stem_config, capsys):
+    data, config, model, ckpt = song_and_model(tmp_path, four_stem_config)
     plot = tmp_path / "curve.png"
     code = main(["eval", str(data), "--config", str(four_stem_config), "--checkpoint", str(ckpt), "--presets",
                  "offline-exact", "balanced", "--setting", "0.2,0.1,0.05", "--plot", str(plot)])
@@ -40,12 +46,7 @@ def test_eval_residual_scores_the_stems_as_the_live_separator_makes_them(tmp_pat
     from streamer.inference.residual import SPREAD_INDEX, apply_residual
     from streamer.lab.train import load_stems
 
-    data = make_songs(tmp_path / "data", 1, seconds=1.0)
-    config = streamer.load_config(four_stem_config)
-    torch.manual_seed(0)
-    model = streamer.build_model(config)
-    ckpt = tmp_path / "m.ckpt"
-    torch.save(model.state_dict(), ckpt)
+    data, config, model, ckpt = song_and_model(tmp_path, four_stem_config)
     rows = {}
     for residual in ("none", "spread"):
         code = main(["eval", str(data), "--config", str(four_stem_config), "--checkpoint", str(ckpt), "--presets",
