@@ -17,6 +17,7 @@ def test_dry_run_writes_a_complete_report(tmp_path, capsys):
     assert not [k for k, v in sections.items() if "error" in v or "skipped" in v], sections
     assert sections["correctness"]["offline_exact_max_diff"] == 0.0
     assert sections["correctness"]["residual_sum_max_error"] < 1e-5
+    assert sections["correctness"]["spread_sum_max_error"] < 1e-5
     rows = [r for r in sections["timings"]["rows"] if "eager_ms_median" in r]
     assert len(rows) == 4 and all(r["eager_ms_median"] > 0 and r["gflop"] > 0 and r["x_floor"] > 0 for r in rows)
     trials = sections["hop_search"]["windows"]["0.5"]["trials"]
