@@ -119,6 +119,11 @@ def add_backend_arg(p: argparse.ArgumentParser) -> None:
                         f"auto: the faster of the two on this machine, measured at start (default: {default})")
 
 
+def residual_value(text: str) -> str | None:
+    """A ``--residual`` value as the engine and separator take it: ``none`` (any case) is None, no residual."""
+    return None if text.lower() == "none" else text
+
+
 def load_from_args(args: argparse.Namespace) -> LoadedModel:
     """The model the flags of :func:`add_model_args` name, on its device, with its precision."""
     return load_model(args.config, args.checkpoint, device=args.device, precision=args.precision,

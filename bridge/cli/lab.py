@@ -9,7 +9,8 @@ import sys
 from streamer.stream.settings import PRESETS
 
 from .common import (MAX_SCORE_SECONDS, MAX_SEED, MAX_STREAM_SECONDS, MAX_THREADS, MAX_WINDOW_SECONDS,
-                     add_backend_arg, add_model_args, check_length, load_from_args, number, positive_int, seconds, whole_number)
+                     add_backend_arg, add_model_args, check_length, load_from_args, number, positive_int, residual_value,
+                     seconds, whole_number)
 
 MAX_SONGS = 10000
 LEAST_SECONDS = 0.1  # of audio to generate or score: less rounds to nothing worth a number
@@ -130,9 +131,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_length(f"--setting {w:g},{h:g},{a:g}: window {w:g} s ({round(w * config.sample_rate)} samples)",
                      round(w * config.sample_rate), config)
     settings = settings_list(config, args.presets, args.setting)
-    residual = None if args.residual.lower() == "none" else args.residual
     results = evaluate(loaded.model, config, args.data, settings, seconds=args.seconds, progress=sys.stderr.isatty(),
-                       precision=loaded.precision, backend=args.backend, residual=residual)
+                       precision=loaded.precision, backend=args.backend, residual=residual_value(args.residual))
     songs = len(results[0].sdr[config.stems[0]])
     print(f"{songs} songs; SDR = median per-second SDR in dB, mean over songs; latency = live latency with a one-hop "
           "compute allowance")

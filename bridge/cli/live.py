@@ -6,8 +6,8 @@ import argparse
 import math
 import os
 
-from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, add_backend_arg, number, positive_int, seconds,
-                     whole_number)
+from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, add_backend_arg, number, positive_int,
+                     residual_value, seconds, whole_number)
 
 
 def register(sub) -> None:
@@ -123,7 +123,7 @@ def _engine_overrides(args: argparse.Namespace, rate: int) -> dict:
     if {"window", "hop", "lookahead"} & set(out):
         out.setdefault("crossfade", None)
     if args.residual is not None:
-        out["residual"] = None if args.residual.lower() == "none" else args.residual
+        out["residual"] = residual_value(args.residual)
     return out
 
 

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from .common import add_backend_arg, add_model_args, check_length, load_from_args, positive_int
+from .common import add_backend_arg, add_model_args, check_length, load_from_args, positive_int, residual_value
 
 MAX_OVERLAP = 64      # MSST configs use 2 to 8; beyond this the chunks are a few samples apart
 MAX_BATCH = 256
@@ -116,7 +116,7 @@ def _options(args: argparse.Namespace, device: str, precision: str, progress: bo
     subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
     return SeparationOptions(
         chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
-        instrumental=args.instrumental, residual=None if args.residual.lower() == "none" else args.residual,
+        instrumental=args.instrumental, residual=residual_value(args.residual),
         output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
         device=device, precision=precision, backend=args.backend, progress=progress,
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from streamer.errors import SettingsError
-from streamer.inference.residual import SPREAD, output_stems
+from streamer.inference.residual import SPREAD, default_residual, output_stems
 
 
 class _DefaultResidual(str):
@@ -44,7 +44,7 @@ def separator_residual(residual: str | None, model_stems: Sequence[str]) -> str 
     if not isinstance(residual, str) or not residual:
         raise SettingsError(f"residual must be a stem name, {SPREAD!r} or None, got {residual!r}")
     if isinstance(residual, _DefaultResidual):  # by type: a copy of the default is still the default
-        return str(residual) if len(model_stems) == 1 else SPREAD
+        return default_residual(model_stems)
     return str(residual)
 
 

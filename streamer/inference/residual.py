@@ -26,6 +26,12 @@ SPREAD_INDEX = -2   # its index where a stem index is expected (-1: no residual)
 NO_RESIDUAL = -1
 
 
+def default_residual(model_stems: Sequence[str]) -> str:
+    """The residual a live separator uses unless told otherwise: :data:`SPREAD` for a multi-stem model, a
+    residual stem named ``"other"`` for a single-target one (muting its stem plays the rest of the mix)."""
+    return SPREAD if len(model_stems) > 1 else "other"
+
+
 def output_stems(model_stems: Sequence[str], residual: str | None) -> tuple[list[str], int]:
     """The stems out and the residual's index for ``residual``: None (index -1, the model's stems as
     they are), :data:`SPREAD` in any case (index -2, the model's stems, each with a share of the

@@ -49,7 +49,7 @@ import torch
 from ..assets import DEMO_CHECKPOINT, DEMO_CONFIG
 from ..inference.demix import demix
 from ..inference.graphs import MATCH_DB, capture, error_db
-from ..inference.residual import SPREAD
+from ..inference.residual import SPREAD, default_residual
 from ..inference.loader import load_model
 from ..inference.precision import autocast_context
 from ..stream.engine import StreamEngine
@@ -343,7 +343,7 @@ class Check:
                 window = int(round(window_s * cfg.sample_rate))
                 hop = int(round(hop_s * cfg.sample_rate))
                 engine = StreamEngine(cpu_model, cfg.stems, cfg.sample_rate, window=window, hop=hop, lookahead=hop,
-                                      residual=SPREAD if len(cfg.stems) > 1 else "other", device=self.device, precision=self.plan.hop_precision,
+                                      residual=default_residual(cfg.stems), device=self.device, precision=self.plan.hop_precision,
                                       realtime=True, worker="process", channels=cfg.channels, cuda_graph=graph)
                 with engine:
                     r = run_realtime(engine, self.plan.hop_seconds, 256)
