@@ -93,10 +93,9 @@ def register(sub) -> None:
 def _bench_engines(args: argparse.Namespace, config, model):
     """One engine per requested hop (or the preset's), in real-time mode."""
     from streamer.inference.precision import resolve_device
+    from streamer.inference.residual import default_residual
     from streamer.stream.engine import StreamEngine
     from streamer.stream.settings import MSST_CROSSFADE, preset_settings, seconds_to_samples
-
-    from ..plugin.stems import DEFAULT_RESIDUAL, separator_residual
 
     rate = config.sample_rate
     base = preset_settings(args.preset, config)
@@ -120,7 +119,7 @@ def _bench_engines(args: argparse.Namespace, config, model):
         allowance = seconds_to_samples("--allowance", args.allowance, rate) if args.allowance is not None else None
         yield StreamEngine(
             model, config.stems, rate, window=window, hop=hop, lookahead=lookahead, crossfade=crossfade,
-            residual=separator_residual(DEFAULT_RESIDUAL, config.stems), device=resolve_device(args.device), precision=args.precision,
+            residual=default_residual(config.stems), device=resolve_device(args.device), precision=args.precision,
             realtime=True, worker=args.worker, compute_allowance=allowance, threads=args.threads,
             channels=config.channels, backend=args.backend)
 

@@ -5,8 +5,8 @@ The supervisor polls the host from its own thread (never the audio side) several
 when the worker has died it records the cause (the exception's message, the exit code or the signal),
 restarts it, at most ``max_restarts`` times, and counts all of it. While the worker is down, the audio
 side plays the delayed input the safe way (in the residual stem, or split equally over the stems, so
-the stems still sum to the input,
-and an unmuted bus plays the input); separation fades back in once the new worker publishes.
+the stems still sum to the input, and an unmuted bus plays the input); separation fades back in once
+the new worker publishes.
 """
 from __future__ import annotations
 

@@ -53,4 +53,3 @@ def test_residual_names_spread_in_any_case_and_a_single_stem_cannot_be_its_own_r
         with pytest.raises(SettingsError, match="whole input"):
             output_stems(["vocals"], residual)
     assert output_stems(["vocals"], "other") == (["vocals", "other"], 1)
-
