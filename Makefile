@@ -30,9 +30,10 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) out
 
-# Wheels the GPU machine lacks (Python 3.12, manylinux x86-64), for `stemstream bench-gpu` there:
-# the versions installed here, into the ignored folder .whl/ (see README, "GPU check").
-DEVICE_WHEELS := rotary-embedding-torch mido soundfile cffi pycparser soxr pedalboard
+# Wheels an offline GPU machine with a CUDA Python image lacks (Python 3.12, manylinux x86-64), for
+# `python3 -m streamer.lab.gpu_run OUT` there: the versions installed here, into the ignored folder
+# .whl/ (see README, "GPU check"). Override the list with DEVICE_WHEELS="...".
+DEVICE_WHEELS ?= rotary-embedding-torch mido soundfile cffi pycparser soxr pedalboard
 device-wheels: $(STAMP)
 	rm -rf .whl && mkdir -p .whl
 	for pkg in $(DEVICE_WHEELS); do \

@@ -112,6 +112,7 @@ def demix_range(
     cuda_graph: bool | None = None,
     backend: str = "torch",
     runner=None,
+    graph=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunks ``first`` to ``last - 1`` of ``plan``: the weighted sum of their stems and the sum of their
     weights over their span, ``(stems, channels, n)`` and ``(channels, n)`` for the ``n`` samples of
@@ -119,7 +120,9 @@ def demix_range(
     :func:`pad_for_chunks`). Ranges that together cover every chunk, added at their span's start, give
     :func:`demix`'s sums exactly (the overlap-add is a sum of independent chunks); :func:`finish_chunks`
     does that and the division. Arguments as :func:`demix`; ``runner``: a ``make_runner`` result for
-    this chunk size to reuse (a worker separating many ranges makes it once), instead of ``backend``.
+    this chunk size to reuse (a worker separating many ranges makes it once), instead of ``backend``;
+    ``graph``: a :func:`~streamer.inference.graphs.capture` result for ``(batch_size, channels,
+    chunk_size)`` to replay for full batches instead of capturing one (made once for many calls).
     """
     if batch_size < 1:
         raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
@@ -147,8 +150,10 @@ def demix_range(
             # the ONNX core runs the windows of a batch side by side, one per thread: give it a batch
             # per thread at least (the result does not depend on the batch size)
             batch_size = max(batch_size, runner.core.threads)
-    graph = None
-    if runner is None and use_cuda_graph(cuda_graph, device):
+    if graph is not None and (runner is not None or graph.shape != (batch_size, channels, chunk_size)):
+        raise SettingsError(f"the CUDA graph takes batches of shape {graph.shape}, not "
+                            f"{(batch_size, channels, chunk_size)} of the torch backend")
+    if graph is None and runner is None and use_cuda_graph(cuda_graph, device):
         graph = capture(model, (batch_size, channels, chunk_size), device, precision)
 
     result: torch.Tensor | None = None
@@ -217,6 +222,7 @@ def demix(
     cuda_graph: bool | None = None,
     backend: str = "torch",
     runners: RunnerCache | None = None,
+    graph=None,
 ) -> np.ndarray:
     """Separate ``mix`` (channels, samples) into (stems, channels, samples) float32.
 
@@ -224,7 +230,8 @@ def demix(
     fp32, as MSST on CPU. ``cuda_graph``: replay full batches as a CUDA graph (see
     ``streamer.inference.graphs``; None: the default there). ``backend``: torch, onnx or auto, as
     ``streamer.make_runner`` runs a chunk (the ONNX Runtime core: CPU, fp32 or int8); ``runners``: a
-    :class:`RunnerCache` to take the runner from (and keep it for the next call) instead.
+    :class:`RunnerCache` to take the runner from (and keep it for the next call) instead; ``graph``: a
+    captured graph to reuse (see :func:`demix_range`).
 
     Border reflect padding, chunk padding (reflect when more than half a chunk is real audio,
     zeros otherwise), weighted overlap-add divided by the summed weights, and 0 where no chunk
@@ -237,7 +244,7 @@ def demix(
     runner = runners.get(chunk_size, x.shape[0]) if runners is not None else None
     numerator, counter = demix_range(model, x, plan, 0, len(plan.starts), batch_size=batch_size, device=device,
                                      precision=precision, progress=progress, cuda_graph=cuda_graph,
-                                     backend=backend, runner=runner)
+                                     backend=backend, runner=runner, graph=graph)
     return finish_chunks(plan, [(0, numerator, counter)])
 
 

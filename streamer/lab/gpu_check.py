@@ -1,29 +1,38 @@
 """The GPU check: one prepared, self-checking run that measures the GPU path and says what it found.
 
-    python -m streamer.lab.gpu_check OUT            # on a CUDA machine (about 7 minutes on one H200)
-    python -m streamer.lab.gpu_check OUT --dry-run  # the same code on CPU with tiny models (seconds)
-    stemstream bench-gpu OUT [--dry-run]             # the same through the CLI
+    python3 -m streamer.lab.gpu_run OUT               # the whole device command (see gpu_run)
+    python3 -m streamer.lab.gpu_check OUT             # the check alone, on a CUDA machine
+    python3 -m streamer.lab.gpu_check OUT --dry-run   # the same code on CPU with tiny models (seconds)
+    stemstream bench-gpu OUT [--dry-run]              # the same through the CLI
 
 It writes ``OUT/gpu_check.json`` (every number) and ``OUT/gpu_check.md`` (the tables for
-BENCHMARKS.md) and prints progress as it goes. Sections, each guarded so that a failure in one is
+BENCHMARKS.md), rewritten after every section and every long step, and prints progress as it goes.
+Sections, in this order (the headline numbers first), each guarded so that a failure in one is
 recorded and the others still run:
 
+0. preflight (``streamer.lab.gpu_preflight``): versions, GPU, ``/dev/shm``; ``OUT/preflight.json``;
 1. environment: GPU, driver, torch, CUDA, and a measured dense bf16 matmul rate (the floor's yardstick);
 2. correctness on the device: the engine's offline-exact setting against ``demix`` (max difference),
    the stems' sum against the delayed input (a residual stem, and the residual spread), and
-   bf16/fp16 against fp32 (error energy in dB) for the demo model and random-weight models of the
-   viperx BS-RoFormer 512x12 and Kim Mel-RoFormer 384x6 architectures;
+   bf16/fp16 against fp32 (error energy in dB, with the limit each precision allows:
+   ``streamer.inference.precision.agreement_db``) for the demo model and random-weight models of
+   the viperx BS-RoFormer 512x12 and Kim Mel-RoFormer 384x6 architectures;
 3. time per window for those two at 2, 4 and 8 s, fp32/bf16/fp16, eager and as a CUDA graph (with
    the graph's error against eager), FLOPs per window (``torch.utils.flop_counter``) and the
-   arithmetic floor (FLOPs / measured bf16 rate); ``torch.compile`` in a child process, only if it
-   compiles within its time limit (the compile time is recorded either way);
-4. offline ``demix`` of 3 minutes at overlap 2: real-time factor of our path (bf16, CUDA graph when
-   it works) and the ratio to a plain eager fp16-autocast run of the same model and settings (the
-   reference implementation's way), interleaved in one process;
-5. the smallest hop the real-time engine sustains with zero misses over real-time-paced input, at
-   8 s and 4 s windows, viperx size in bf16 (hops largest first, stopping at the first failure).
+   arithmetic floor (FLOPs / measured bf16 rate); and the CUDA-graph decision per model and
+   precision (:func:`graph_decision`), of which the live one (hop model, hop precision) and the
+   offline one decide how the next two sections run;
+4. the smallest hop the real-time engine sustains with zero misses over real-time-paced input, at
+   8 s and 4 s windows, viperx size in bf16 (hops largest first, stopping at the first failure);
+5. offline ``demix`` of 3 minutes at overlap 2: real-time factor of our path (bf16, the CUDA graph
+   captured once outside the timer when the decision says so) and the ratio to a plain eager
+   fp16-autocast run of the same model and settings (the reference implementation's way),
+   interleaved in one process;
+6. ``torch.compile`` in a child process of its own session (ended with its compile workers at its
+   time limit), only if the budget has room for it.
 
-A time budget keeps the whole run inside its limit: sections that would start after it are
+A time budget (``--budget``) keeps the whole run inside its limit: it is checked before every
+section and every long step (a trial, a timed row, a run), and what would start too late is
 recorded as skipped.
 """
 from __future__ import annotations
@@ -31,10 +40,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,10 +60,11 @@ from ..inference.demix import demix
 from ..inference.graphs import MATCH_DB, capture, error_db
 from ..inference.residual import SPREAD, default_residual
 from ..inference.loader import load_model
-from ..inference.precision import autocast_context
+from ..inference.precision import agreement_db, autocast_context
 from ..stream.engine import StreamEngine
 from ..stream.settings import preset_settings
 from .benchmarks import run_realtime
+from .gpu_preflight import preflight, shared_memory_enough, summary
 from .testsignals import generated_clip
 
 _TEST_CONFIGS = Path(__file__).resolve().parents[2] / "tests" / "data" / "msst-configs"
@@ -65,10 +75,17 @@ TINY_BS = {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "stereo": True, "nu
            "time_transformer_depth": 1, "freq_transformer_depth": 1, "stft_hop_length": 441}
 TINY_MEL = {**TINY_BS, "num_bands": 8}
 
+# A CUDA graph is used for a model and precision when every measured window replays within the
+# precision's tolerance of eager execution (MATCH_DB) and it is not slower: the median speed-up
+# over the windows is at least 1.0 and no window is more than GRAPH_SLOWER_TOLERANCE slower (a
+# compute-bound fp32 window gains nothing measurable from a graph, and timing noise is a few %).
+GRAPH_SLOWER_TOLERANCE = 0.05
+
 
 @dataclass
 class Plan:
-    """What to measure. The defaults are the full check for one H200 (about 7 minutes)."""
+    """What to measure. The defaults are the full check for one H100 (about 5 minutes of the
+    7 that ``gpu_run`` gives the whole command)."""
 
     device: str = "cuda"
     models: dict[str, str] = field(default_factory=lambda: {"viperx_bs_512x12": str(VIPERX),
@@ -82,13 +99,15 @@ class Plan:
     hop_precision: str = "bf16"
     hop_windows: tuple[float, ...] = (8.0, 4.0)
     hops: tuple[float, ...] = (0.2, 0.1, 0.05)
-    hop_seconds: float = 30.0
+    hop_seconds: float = 20.0
+    hop_trial_overhead: float = 20.0         # a trial's start-up (worker, copy of the weights, warm-up)
+    offline_reserve: float = 40.0            # kept for the offline section when the hop search plans a trial
     offline_model: str = "viperx_bs_512x12"
     offline_seconds: float = 180.0
     offline_overlap: int = 2
     offline_runs: int = 2
     correctness_seconds: float = 10.0
-    budget_seconds: float = 420.0
+    budget_seconds: float = 330.0
 
     @classmethod
     def dry_run(cls, folder: str) -> "Plan":
@@ -108,7 +127,7 @@ class Plan:
         return cls(device="cpu", models=models, windows=(0.25, 0.5), precisions=("fp32", "bf16"), reps=2,
                    compile_timeout=0.0, hop_model="tiny_bs", hop_precision="fp32", hop_windows=(0.5,),
                    hops=(0.25, 0.1), hop_seconds=1.5, offline_model="tiny_bs", offline_seconds=3.0,
-                   offline_runs=1, correctness_seconds=4.0, budget_seconds=300.0)
+                   hop_trial_overhead=5.0, offline_reserve=5.0, offline_runs=1, correctness_seconds=4.0, budget_seconds=300.0)
 
 
 class Check:
@@ -120,19 +139,25 @@ class Check:
         self.device = torch.device(plan.device)
         self.t0 = time.monotonic()
         self.results: dict = {"plan": asdict(self.plan), "sections": {}}
+        self.partial: dict = {}  # the running section's results so far
         self._models: dict = {}
 
     # ------------------------------------------------------------------ helpers
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.1f} s] {text}", flush=True)
 
-    def over_budget(self) -> bool:
-        return time.monotonic() - self.t0 > self.plan.budget_seconds
+    def left(self) -> float:
+        return self.plan.budget_seconds - (time.monotonic() - self.t0)
 
-    def section(self, name: str, fn) -> None:
-        if self.over_budget():
-            self.results["sections"][name] = {"skipped": "time budget spent"}
+    def over_budget(self, need: float = 0.0) -> bool:
+        """Whether a step expected to take ``need`` seconds would end after the budget."""
+        return self.left() < need
+
+    def section(self, name: str, fn, need: float = 0.0) -> None:
+        if self.over_budget(need):
+            self.results["sections"][name] = {"skipped": f"time budget ({self.left():.0f} s left, needs about {need:.0f} s)"}
             self.say(f"{name}: skipped (time budget)")
+            self.save()
             return
         self.say(f"{name} ...")
         start = time.monotonic()
@@ -143,6 +168,7 @@ class Check:
             self.say(f"{name}: FAILED {type(exc).__name__}: {exc}")
         result["seconds"] = round(time.monotonic() - start, 1)
         self.results["sections"][name] = result
+        self.partial = {}
         self.save()
 
     def model(self, name: str):
@@ -174,12 +200,19 @@ class Check:
         n = int(round(seconds * rate))
         return np.ascontiguousarray(np.tile(mix, (1, -(-n // mix.shape[1])))[:, :n])
 
-    def save(self) -> None:
+    def save(self, section: str | None = None, progress: dict | None = None) -> None:
+        """Write the report now (atomically); ``section``/``progress``: what a running section has so
+        far, kept as that section's result until it finishes (a run cut short still shows it)."""
+        if section is not None:
+            self.partial = {section: {**progress, "unfinished": True}}
+        results = {**self.results, "sections": {**self.results["sections"], **getattr(self, "partial", {})}}
         os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, "gpu_check.json"), "w") as fh:
-            json.dump(self.results, fh, indent=1, default=str)
-        with open(os.path.join(self.out, "gpu_check.md"), "w") as fh:
-            fh.write(markdown(self.results))
+        for name, text in (("gpu_check.json", json.dumps(results, indent=1, default=str)),
+                           ("gpu_check.md", markdown(results))):
+            path = os.path.join(self.out, name)
+            with open(path + ".partial", "w") as fh:
+                fh.write(text)
+            os.replace(path + ".partial", path)
 
     # ------------------------------------------------------------------ sections
     def environment(self) -> dict:
@@ -244,12 +277,18 @@ class Check:
                 for precision in self.plan.precisions:
                     if precision == "fp32":
                         continue
+                    if self.device.type != "cuda":
+                        row[precision] = "n/a on CPU"
+                        continue
                     with autocast_context(self.device, precision):
                         half = loaded.model(x).float()
-                    row[precision] = round(error_db(half, fp32), 1) if self.device.type == "cuda" else "n/a on CPU"
+                    db = round(error_db(half, fp32), 1)
+                    row[precision] = db
+                    row[f"{precision}_within_limit"] = db <= agreement_db(precision)
             errors[name] = row
             self.say(f"precision error vs fp32, {name}: {row}")
         out["precision_error_db"] = errors
+        out["precision_limit_db"] = {p: round(agreement_db(p), 1) for p in self.plan.precisions if p != "fp32"}
         return out
 
     def timings(self) -> dict:
@@ -260,7 +299,7 @@ class Check:
             loaded = self.model(name)
             cfg = loaded.config
             for seconds in self.plan.windows:
-                if self.over_budget():
+                if self.over_budget(10.0):
                     rows.append({"model": name, "window_s": seconds, "skipped": "time budget"})
                     continue
                 n = int(round(seconds * cfg.sample_rate))
@@ -302,49 +341,67 @@ class Check:
                     if floor_ms:
                         row["x_floor"] = round(best / floor_ms, 2)
                     rows.append(row)
+                    self.save("timings", {"rows": rows})
                     self.say(f"{name} {seconds:g} s {precision}: eager {row.get('eager_ms_median')} ms, "
                              f"graph {row.get('graph_ms_median', row.get('graph', '-'))} ms, floor {row['floor_ms']} ms")
-        result: dict = {"rows": rows}
-        graphed = [r for r in rows if "graph_ms_median" in r]
-        result["graph_exact_and_faster"] = bool(graphed) and all(
-            r["graph_error_db_vs_eager"] <= MATCH_DB[r["precision"]] and r["graph_speedup"] > 1.0 for r in graphed)
-        if self.plan.compile_timeout > 0 and self.device.type == "cuda":
-            result["torch_compile"] = self.compile_probe()
-        return result
+        decisions = {name: {p: graph_decision(rows, name, p) for p in self.plan.precisions} for name in self.plan.models}
+        for name, by_precision in decisions.items():
+            self.say(f"CUDA graph decision, {name}: " + ", ".join(f"{p} {d['use']}" for p, d in by_precision.items()))
+        return {"rows": rows, "graph_decisions": decisions}
+
+    def graph_for(self, model: str, precision: str) -> bool:
+        """The timings section's decision for ``model`` in ``precision`` (False if it has none)."""
+        decisions = self.results["sections"].get("timings", {}).get("graph_decisions", {})
+        return bool(decisions.get(model, {}).get(precision, {}).get("use", False))
 
     def compile_probe(self) -> dict:
+        """``torch.compile`` of the hop model for the longest window, in a child process of its own
+        session: at the time limit the whole group (compile workers included) is ended."""
         name = self.plan.hop_model
         seconds = max(self.plan.windows)
+        limit = min(self.plan.compile_timeout, self.left() - 15.0)
         cmd = [sys.executable, "-m", "streamer.lab.gpu_check", "--compile-probe", self.plan.models[name],
-               str(seconds), self.plan.hop_precision, str(self.plan.compile_timeout)]
+               str(seconds), self.plan.hop_precision, str(limit)]
+        base = {"model": name, "window_s": seconds, "precision": self.plan.hop_precision}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, start_new_session=True)
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.plan.compile_timeout + 45)
+            stdout, stderr = proc.communicate(timeout=limit + 10.0)
         except subprocess.TimeoutExpired:
-            return {"model": name, "window_s": seconds, "result": f"did not compile within {self.plan.compile_timeout:.0f} s"}
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+            end_process_group(proc)
+            return {**base, "result": f"did not compile within {limit:.0f} s (ended with its workers)"}
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
         if not lines:
-            return {"model": name, "window_s": seconds, "result": "failed", "stderr": done.stderr[-2000:]}
+            return {**base, "result": "failed", "stderr": stderr[-2000:]}
         info = json.loads(lines[-1])
         self.say(f"torch.compile: {info}")
-        return {"model": name, "window_s": seconds, **info}
+        return {**base, **info}
 
     def hop_search(self) -> dict:
         loaded = self.model(self.plan.hop_model)
         cfg = loaded.config
         cpu_model = copy.deepcopy(loaded.model).cpu()  # handed to the worker process through shared memory
-        graph = self.results["sections"].get("timings", {}).get("graph_exact_and_faster", False)
+        graph = self.graph_for(self.plan.hop_model, self.plan.hop_precision)
+        weights = sum(p.numel() * p.element_size() for p in cpu_model.parameters())
+        fits, why = shared_memory_enough(weights)
+        worker = "process" if fits else "thread"
+        self.say(f"hop search: worker {worker} ({why}); CUDA graph {graph}")
         found = {}
+        result = {"model": self.plan.hop_model, "precision": self.plan.hop_precision, "cuda_graph": graph,
+                  "worker": worker, "worker_reason": why, "windows": found}
+        need = self.plan.hop_seconds + self.plan.hop_trial_overhead + self.plan.offline_reserve
         for window_s in self.plan.hop_windows:
             trials = []
+            found[f"{window_s:g}"] = {"trials": trials, "smallest_hop_s": None}
             for hop_s in self.plan.hops:
-                if self.over_budget():
+                if self.over_budget(need):
                     trials.append({"hop_s": hop_s, "skipped": "time budget"})
                     break
                 window = int(round(window_s * cfg.sample_rate))
                 hop = int(round(hop_s * cfg.sample_rate))
                 engine = StreamEngine(cpu_model, cfg.stems, cfg.sample_rate, window=window, hop=hop, lookahead=hop,
                                       residual=default_residual(cfg.stems), device=self.device, precision=self.plan.hop_precision,
-                                      realtime=True, worker="process", channels=cfg.channels, cuda_graph=graph)
+                                      realtime=True, worker=worker, channels=cfg.channels, cuda_graph=graph)
                 with engine:
                     r = run_realtime(engine, self.plan.hop_seconds, 256)
                 st = r.stats
@@ -353,25 +410,34 @@ class Check:
                          "realtime_factor": round(st["realtime_factor"], 3), "cuda_graph": st["cuda_graph"],
                          "error": st["error"]}
                 trials.append(trial)
+                ok = [t["hop_s"] for t in trials if t.get("misses") == 0 and not t.get("error")]
+                found[f"{window_s:g}"]["smallest_hop_s"] = min(ok) if ok else None
+                self.save("hop_search", result)
                 self.say(f"window {window_s:g} s, hop {hop_s * 1000:.0f} ms: {trial}")
                 if st["deadline_misses"] or st["error"]:
                     break
-            ok = [t["hop_s"] for t in trials if t.get("misses") == 0 and not t.get("error")]
-            found[f"{window_s:g}"] = {"trials": trials, "smallest_hop_s": min(ok) if ok else None}
-        return {"model": self.plan.hop_model, "precision": self.plan.hop_precision, "windows": found}
+        return result
 
     def offline(self) -> dict:
         loaded = self.model(self.plan.offline_model)
         cfg = loaded.config
         mix = self.clip(self.plan.offline_seconds, cfg.sample_rate, cfg.channels)
-        graph = self.results["sections"].get("timings", {}).get("graph_exact_and_faster", False)
         ours_precision = "bf16" if self.device.type == "cuda" else "fp32"
+        graph = self.graph_for(self.plan.offline_model, ours_precision)
+        captured = None
+        if graph:  # once, outside the timer: each demix call would otherwise capture again
+            start = time.perf_counter()
+            captured = capture(loaded.model, (cfg.batch_size, cfg.channels, cfg.chunk_size), self.device, ours_precision)
+            self.say(f"offline: CUDA graph captured in {time.perf_counter() - start:.1f} s "
+                     f"({'ok' if captured is not None else 'failed: eager'})")
         runs = {"reference_eager_fp16": [], "ours": []}
         outputs = {}
-        for _ in range(self.plan.offline_runs):
+        for i in range(self.plan.offline_runs):
+            if i and self.over_budget(sum(min(v) for v in runs.values()) + 5.0):
+                break
             for key in runs:
                 if key == "ours":
-                    kw = dict(precision=ours_precision, cuda_graph=graph, batch_size=cfg.batch_size)
+                    kw = dict(precision=ours_precision, cuda_graph=False, graph=captured, batch_size=cfg.batch_size)
                 else:
                     kw = dict(precision="fp16" if self.device.type == "cuda" else "fp32", cuda_graph=False,
                               batch_size=cfg.batch_size)
@@ -383,7 +449,7 @@ class Check:
         seconds = mix.shape[1] / cfg.sample_rate
         best = {k: min(v) for k, v in runs.items()}
         result = {"model": self.plan.offline_model, "audio_s": seconds, "overlap": self.plan.offline_overlap,
-                  "batch_size": cfg.batch_size, "ours_precision": ours_precision, "ours_cuda_graph": graph,
+                  "batch_size": cfg.batch_size, "ours_precision": ours_precision, "ours_cuda_graph": captured is not None,
                   "runs_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
                   "rtf_ours": round(best["ours"] / seconds, 4),
                   "rtf_reference": round(best["reference_eager_fp16"] / seconds, 4),
@@ -400,13 +466,61 @@ class Check:
         self.section("environment", self.environment)
         self.section("correctness", self.correctness)
         self.section("timings", self.timings)
-        self.section("offline", self.offline)
-        self.section("hop_search", self.hop_search)
+        self.section("hop_search", self.hop_search, need=self.plan.hop_seconds + self.plan.hop_trial_overhead)
+        self.section("offline", self.offline, need=self.plan.offline_reserve / 2)
+        if self.plan.compile_timeout > 0 and self.device.type == "cuda":
+            self.section("torch_compile", self.compile_probe, need=30.0)
         self.results["total_seconds"] = round(time.monotonic() - self.t0, 1)
         self.results["goals"] = goals(self.results)
         self.save()
         self.say(f"done in {self.results['total_seconds']} s: {self.out}/gpu_check.md")
         return self.results
+
+
+def graph_decision(rows: list[dict], model: str, precision: str) -> dict:
+    """Whether ``model`` runs as a CUDA graph in ``precision``, from the timing rows: every window
+    measured with a graph replays within ``MATCH_DB[precision]`` of eager, the median speed-up is at
+    least 1.0, and no window is more than ``GRAPH_SLOWER_TOLERANCE`` slower. ``use`` and the reason."""
+    mine = [r for r in rows if r.get("model") == model and r.get("precision") == precision and "skipped" not in r]
+    measured = [r for r in mine if "graph_ms_median" in r]
+    out: dict = {"use": False, "windows": len(measured)}
+    if not measured:
+        failed = [r for r in mine if "graph" in r]
+        out["reason"] = "capture failed" if failed else "no window was measured with a graph"
+        return out
+    speedups = [r["graph_speedup"] for r in measured]
+    worst_db = max(r["graph_error_db_vs_eager"] for r in measured)
+    out.update(speedup_median=round(float(np.median(speedups)), 3), speedup_min=min(speedups),
+               worst_error_db=worst_db, limit_db=MATCH_DB[precision])
+    if len(measured) < len(mine):
+        out["reason"] = f"capture failed for {len(mine) - len(measured)} of {len(mine)} windows"
+    elif worst_db > MATCH_DB[precision]:
+        out["reason"] = f"a replay differs from eager by {worst_db} dB (limit {MATCH_DB[precision]} dB)"
+    elif out["speedup_median"] < 1.0:
+        out["reason"] = f"not faster (median speed-up {out['speedup_median']})"
+    elif min(speedups) < 1.0 - GRAPH_SLOWER_TOLERANCE:
+        out["reason"] = f"one window is slower (speed-up {min(speedups)})"
+    else:
+        out.update(use=True, reason=f"exact, median speed-up {out['speedup_median']}")
+    return out
+
+
+def end_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, to the process group ``proc`` leads (started with start_new_session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=5.0)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        proc.communicate(timeout=5.0)
+    except (subprocess.TimeoutExpired, ValueError):
+        pass
 
 
 def goals(results: dict) -> dict:
@@ -428,6 +542,13 @@ def markdown(results: dict) -> str:
     """The report as Markdown tables (what goes into BENCHMARKS.md)."""
     sec = results.get("sections", {})
     lines = ["# GPU check", ""]
+    pre = results.get("preflight", {})
+    if pre:
+        pk = pre.get("packages", {})
+        lines += [f"Preflight: Python {pre.get('python')}, " + ", ".join(f"{k} {pk.get(k)}" for k in (
+            "torch", "numpy", "numba", "einops", "rotary_embedding_torch")) +
+            f"; /dev/shm {pre.get('shm', {}).get('free_mib')} MiB free; {pre.get('cpu_count')} CPUs.", ""]
+        lines += [f"- problem: {p}" for p in pre.get("problems", [])] + ([""] if pre.get("problems") else [])
     env = sec.get("environment", {})
     if env:
         rate = (f"dense bf16 matmul {env['bf16_tflops_measured']}" if "bf16_tflops_measured" in env
@@ -441,9 +562,12 @@ def markdown(results: dict) -> str:
                   f"- offline-exact engine vs `demix`: max difference {cor['offline_exact_max_diff']:.3g}",
                   f"- residual stems' sum vs the input: max error {cor['residual_sum_max_error']:.3g} (residual "
                   f"`other`), {cor.get('spread_sum_max_error', float('nan')):.3g} (spread)", ""]
-        lines += ["| model | " + " | ".join(f"{p} vs fp32 (dB)" for p in ("bf16", "fp16")) + " |", "|---|---|---|"]
+        limits = cor.get("precision_limit_db", {})
+        lines += ["| model | " + " | ".join(f"{p} vs fp32 (dB, limit {limits.get(p, '-')})" for p in ("bf16", "fp16"))
+                  + " |", "|---|---|---|"]
         for name, row in cor.get("precision_error_db", {}).items():
-            lines.append(f"| {name} | {row.get('bf16', '-')} | {row.get('fp16', '-')} |")
+            cells = [f"{row.get(p, '-')}{'' if row.get(p + '_within_limit', True) else ' OVER LIMIT'}" for p in ("bf16", "fp16")]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
         lines.append("")
     tim = sec.get("timings", {})
     if tim.get("rows"):
@@ -461,13 +585,23 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['model']} | {r['window_s']:g} s | {r['precision']} | {eager} | {graph} | "
                          f"{r.get('graph_error_db_vs_eager', '-')} | {r.get('graph_speedup', '-')} | {r['gflop']} | "
                          f"{r.get('floor_ms', '-')} | {r.get('x_floor', '-')} |")
-        lines += ["", f"CUDA graphs exact (within the precision's tolerance) and faster in every measured row: "
-                      f"{tim.get('graph_exact_and_faster')}", ""]
-        if "torch_compile" in tim:
-            lines += [f"torch.compile: {tim['torch_compile']}", ""]
+        lines.append("")
+        if tim.get("graph_decisions"):
+            lines += [f"CUDA graph decision per model and precision (exact within the precision's tolerance, median "
+                      f"speed-up >= 1.0, no window more than {GRAPH_SLOWER_TOLERANCE:.0%} slower):", ""]
+            for name, by_precision in tim["graph_decisions"].items():
+                lines.append(f"- {name}: " + "; ".join(f"{p} **{d['use']}** ({d.get('reason', '')})"
+                                                       for p, d in by_precision.items()))
+            lines.append("")
+    comp = sec.get("torch_compile", {})
+    if comp and "skipped" not in comp and "error" not in comp:
+        lines += [f"torch.compile ({comp.get('model')}, {comp.get('window_s')} s, {comp.get('precision')}): "
+                  f"{ {k: v for k, v in comp.items() if k not in ('model', 'window_s', 'precision')} }", ""]
     hop = sec.get("hop_search", {})
     if hop.get("windows"):
         lines += [f"## Smallest sustainable hop ({hop['model']}, {hop['precision']}, real-time pace, zero misses)", "",
+                  f"Worker: {hop.get('worker', '-')} ({hop.get('worker_reason', '-')}); CUDA graph: {hop.get('cuda_graph', '-')}.",
+                  "",
                   "| window | hop | latency ms | misses | inference ms (median, p99) | RTF | CUDA graph |",
                   "|---|---|---|---|---|---|---|"]
         for w, info in hop["windows"].items():
@@ -488,8 +622,11 @@ def markdown(results: dict) -> str:
                   f"difference {off['ours_vs_reference_error_db']} dB.", ""]
     failed = {k: v["error"] for k, v in sec.items() if isinstance(v, dict) and "error" in v}
     skipped = {k: v["skipped"] for k, v in sec.items() if isinstance(v, dict) and "skipped" in v}
-    if failed or skipped:
-        lines += ["## Failed or skipped sections", ""] + [f"- {k}: {v}" for k, v in {**failed, **skipped}.items()] + [""]
+    unfinished = {k: "unfinished (the run was cut short here)" for k, v in sec.items()
+                  if isinstance(v, dict) and v.get("unfinished")}
+    if failed or skipped or unfinished:
+        lines += ["## Failed, skipped or unfinished sections", ""] + [
+            f"- {k}: {v}" for k, v in {**failed, **skipped, **unfinished}.items()] + [""]
     if results.get("goals"):
         lines += ["## Goals", ""] + [f"- {k}: {v}" for k, v in results["goals"].items()] + [""]
     if "total_seconds" in results:
@@ -523,6 +660,18 @@ def _compile_probe(config: str, seconds: float, precision: str, limit: float) ->
                       "ms_median": round(1e3 * float(np.median(times)), 2), "precision": precision}), flush=True)
 
 
+def _preflight(out: str) -> dict:
+    """The preflight ``gpu_run`` wrote before any heavy import, or a fresh one (the check run alone)."""
+    try:
+        with open(os.path.join(out, "preflight.json")) as fh:
+            facts = json.load(fh)
+        if "problems" in facts:
+            return facts
+    except (OSError, ValueError):
+        pass
+    return preflight(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streamer.lab.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", help="folder for gpu_check.json and gpu_check.md")
@@ -538,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         parser.error("the output folder is required")
     os.makedirs(args.out, exist_ok=True)
+    facts = _preflight(args.out)
+    print(summary(facts), flush=True)
     if args.dry_run:
         plan = Plan.dry_run(tempfile.mkdtemp(prefix="gpu_check_", dir=args.out))
     else:
@@ -547,7 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan()
     if args.budget:
         plan.budget_seconds = args.budget
-    results = Check(plan, args.out).run()
+    check = Check(plan, args.out)
+    check.results["preflight"] = facts
+    results = check.run()
     failed = [k for k, v in results["sections"].items() if "error" in v]
     return 1 if failed else 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from rotary_embedding_torch import RotaryEmbedding
+from rotary_embedding_torch import RotaryEmbedding, apply_rotary_emb
 from torch import nn
 
 
@@ -48,6 +48,18 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+def rotate(rotary: RotaryEmbedding, t: torch.Tensor) -> torch.Tensor:
+    """``rotary.rotate_queries_or_keys(t)`` (positions 0..N-1 on axis -2), with the positions and their
+    angles always made in fp32 outside any autocast. The library makes the positions in ``t``'s dtype:
+    under bf16 autocast ``arange`` rounds every position above 256 (an 8 s window has about 800
+    frames), and it caches the angles it made for every later call, fp32 ones included."""
+    n = t.shape[-2]
+    with torch.autocast(device_type=t.device.type, enabled=False):
+        positions = torch.arange(n, device=t.device, dtype=torch.float32)
+        freqs = rotary(positions, seq_len=n)
+    return apply_rotary_emb(freqs, t)
+
+
 class Attention(nn.Module):
     """Gated multi-head self-attention with rotary positions (shared RotaryEmbedding module)."""
 
@@ -67,8 +79,8 @@ class Attention(nn.Module):
         h = self.norm(x)
         q, k, v = rearrange(self.to_qkv(h), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
         if self.rotary_embed is not None:
-            q = self.rotary_embed.rotate_queries_or_keys(q)
-            k = self.rotary_embed.rotate_queries_or_keys(k)
+            q = rotate(self.rotary_embed, q)
+            k = rotate(self.rotary_embed, k)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         gates = self.to_gates(h)
         out = out * rearrange(gates, "b n h -> b h n 1").sigmoid()

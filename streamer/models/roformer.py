@@ -414,7 +414,9 @@ class _RoformerBase(nn.Module):
                 self._repack()
         if self.stft_window.device.type != "meta":
             self._groups.to(self.stft_window.device)
-        self._scales = {}
+        # keep the scales made for the device the model is on now (a live CUDA graph may read them:
+        # a second runner's .to(the same device) must not free them); drop the others
+        self._scales = {k: v for k, v in self._scales.items() if k[0] == self.stft_window.device}
         return out
 
     @staticmethod

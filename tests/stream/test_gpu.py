@@ -5,6 +5,8 @@ import torch
 
 import streamer
 from streamer import StreamEngine
+from streamer.inference.graphs import error_db
+from streamer.inference.precision import agreement_db
 
 from conftest import randomize, write_yaml
 
@@ -29,8 +31,8 @@ def test_cuda_engine_matches_cpu_fp32_within_precision(model_and_config, precisi
     gpu = StreamEngine(model, cfg.stems, 44100, device="cuda", precision=precision, **settings)
     assert gpu.device.type == "cuda" and gpu.precision == precision
     out = np.concatenate([gpu.process(audio), gpu.flush()], axis=-1)
-    rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
-    assert rel < 1e-2
+    db = error_db(torch.from_numpy(out), torch.from_numpy(ref))
+    assert db <= agreement_db(precision), f"{precision} differs from CPU fp32 by {db:.1f} dB"
 
 
 def test_cuda_realtime_process_worker(model_and_config):
