@@ -20,8 +20,10 @@ Three threads, none of them on the audio path:
 ``/subscribe [port] [rate Hz]`` registers the sender (at its own port, or the one given) for
 ``SUBSCRIPTION_SECONDS``: renew it before it expires, as X32 clients renew ``/xremote``;
 ``/unsubscribe [port]`` ends it. Bad messages are ignored: a log line (at most one a second, with the
-count of the ones left out) and an ``/error`` message (address, reason) to the sender and the
-subscribers.
+count of the ones left out) and an ``/error`` message (address, reason) to the sender only; the
+subscribers get at most one ``/error/summary`` (count, source, address, reason: how many since the
+last summary, and the latest) every ``ERROR_SUMMARY_INTERVAL``, so that one client's mistakes cannot
+flood every controller.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ MAX_METER_HZ = 100.0
 MAX_SUBSCRIBERS = 32
 ECHO_INTERVAL = 0.02
 ERROR_LOG_INTERVAL = 1.0
+ERROR_SUMMARY_INTERVAL = 1.0      # at most one /error/summary a second to each subscriber
 MAX_SEND_FAILURES = 20
 FEEDBACK_PREFIXES = ("/error", "/meter/", "/engine/status/")   # what servers send, never commands
 
@@ -150,6 +153,9 @@ class OSCControl:
         self._stop = threading.Event()
         self._last_error_log = 0.0
         self._errors_unlogged = 0
+        self._errors_lock = threading.Lock()
+        self._errors_unsummarized = 0     # errors since the last /error/summary
+        self._last_error: tuple[str, str, str] = ("", "", "")   # source, address, reason
         self._threads: list[threading.Thread] = []
         self.transport = OSCTransport(port, host=host, allow=allow, tcp=tcp, queue_size=queue_size)
         self._start()
@@ -201,6 +207,8 @@ class OSCControl:
                     self.handle(pkt)
                 except Exception as exc:  # noqa: BLE001 - the server must survive anything a packet causes
                     self._error(pkt, "", f"internal error: {type(exc).__name__}: {exc}")
+                finally:
+                    pkt.done()            # answered: a TCP peer that half-closed may now be closed
 
     def handle(self, pkt: Packet) -> None:
         """Apply one packet (a message, or a bundle as one change)."""
@@ -276,12 +284,20 @@ class OSCControl:
             self._errors_unlogged = 0
         else:
             self._errors_unlogged += 1
-        data = packet([message("/error", address, reason)])
         if pkt is not None:
-            pkt.reply(data)
-        for sub in self._live_subscribers():
-            if pkt is None or sub.key != ("udp",) + tuple(pkt.source):
-                self._send(sub, data)
+            pkt.reply(packet([message("/error", address, reason)]))   # the sender, and only the sender
+        with self._errors_lock:           # the subscribers: a summary, from the feedback thread
+            self._errors_unsummarized += 1
+            self._last_error = (f"{pkt.source[0]}:{pkt.source[1]}" if pkt is not None else "", address, reason)
+
+    def _error_summary(self) -> bytes | None:
+        """``/error/summary count source address reason`` for the errors since the last one, or None."""
+        with self._errors_lock:
+            count, self._errors_unsummarized = self._errors_unsummarized, 0
+            last = self._last_error
+        if not count:
+            return None
+        return packet([message("/error/summary", count, *last)])
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -388,9 +404,16 @@ class OSCControl:
 
     def _feedback_loop(self) -> None:
         next_echo = time.monotonic()
+        next_summary = next_echo
         while not self._stop.wait(0.005):
             subs = self._live_subscribers()
             now = time.monotonic()
+            if now >= next_summary:
+                data = self._error_summary()
+                if data is not None:      # errors with no subscriber to tell are dropped from the summary
+                    next_summary = now + ERROR_SUMMARY_INTERVAL
+                    for sub in subs:
+                        self._send(sub, data)
             if now >= next_echo:
                 next_echo = now + ECHO_INTERVAL
                 state = self.space.state()

@@ -9,8 +9,23 @@ Threads, all daemon threads, all joined by ``close()``:
 
 * one UDP receiver (a blocking socket with a short timeout, so ``close()`` is prompt); never a
   thread per datagram, which would reorder "mute" and "unmute";
-* with ``tcp=True``: one accept thread and one reader thread per connection (at most
-  ``max_connections``; more are closed at once and counted).
+* with ``tcp=True``: one accept thread and one reader thread per connection.
+
+TCP connections are limited so that no set of idle or abusive connections can keep a controller out:
+
+* at most ``max_connections`` (16) open, at most ``max_per_address`` (8) from one IP address;
+* a new connection is always accepted: when its address already holds ``max_per_address``, that
+  address's most idle connection is closed to make room; when ``max_connections`` are open, the most
+  idle connection of the address holding the most is. "Most idle": a connection that has never sent
+  an OSC packet goes before any that has; among those alike, the one whose last OSC packet (or whose
+  connect, if none) is oldest. Bytes that are not an OSC packet (garbage, a frame that never ends)
+  do not count as activity;
+* a connection that sends no OSC packet for ``idle_timeout`` seconds (300) is closed;
+* a peer that half-closes (shuts down its sending side) still gets the answers to the packets it
+  sent: the connection stays open until the consumer has called ``Packet.done()`` on every one of
+  them, at most ``HALF_CLOSE_LINGER_S``;
+* connection events (evicted, idle, refused, garbage) are logged at most once a second, with the
+  count of the ones left out.
 
 Nothing in here blocks for long: a full queue drops the new packet (counted), a TCP peer that does
 not read its replies is disconnected after a short send timeout, and a peer that sends garbage
@@ -26,6 +41,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
@@ -44,6 +60,9 @@ _POLL_S = 0.1                  # receive/accept timeout: the longest close() wai
 _TCP_IO_TIMEOUT_S = 0.25       # per-connection socket timeout; a reply that cannot go out by then closes the connection
 _RCVBUF_BYTES = 4 * 1024 * 1024
 _TCP_RECV_CHUNK = 65536
+_TCP_BACKLOG = 128             # connections the kernel holds before accept(): a burst is taken, then sorted out
+HALF_CLOSE_LINGER_S = 5.0      # after a peer's EOF, how long its answers may take before the connection closes
+LOG_INTERVAL_S = 1.0           # connection events: at most one log line a second
 
 COUNTER_NAMES = (
     "received",          # datagrams and complete non-empty TCP frames, before any check
@@ -54,19 +73,29 @@ COUNTER_NAMES = (
     "malformed_frames",  # bad SLIP escape sequence on a TCP connection
     "not_osc",           # not shaped like an OSC message or bundle (empty, unaligned, wrong first bytes)
     "tcp_connections",   # TCP connections accepted
-    "tcp_rejected",      # TCP connections closed at once because max_connections were open
+    "tcp_evicted",       # TCP connections closed to make room for a new one (the most idle first)
+    "tcp_idle_closed",   # TCP connections closed after idle_timeout without an OSC packet
     "send_errors",       # replies / send_to that failed
 )
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Packet:
-    """One OSC packet (a message or a bundle) as received, with a way to answer its sender."""
+    """One OSC packet (a message or a bundle) as received, with a way to answer its sender.
+
+    ``done()``: the consumer has handled it (answers sent). A TCP peer that half-closed its side is
+    answered until all its packets are done (at most ``HALF_CLOSE_LINGER_S``). Calling it is optional
+    and idempotent enough: a second call does nothing."""
 
     data: bytes
     source: tuple[str, int]
     transport: str                                       # "udp" | "tcp"
     reply: Callable[[bytes], bool] = field(repr=False, compare=False)   # True when sent
+    done: Callable[[], None] = field(default=_nothing, repr=False, compare=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,8 +253,39 @@ def looks_like_osc(data: bytes) -> bool:
 # the transport
 
 
+class _Throttled:
+    """Log lines of one kind at most once per ``interval`` seconds; the next line says how many were
+    left out. Lines whose level is off are not counted and take no slot."""
+
+    def __init__(self, logger: logging.Logger, interval: float):
+        self.log = logger
+        self.interval = float(interval)
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._skipped = 0
+
+    def __call__(self, level: int, msg: str, *args) -> bool:
+        if not self.log.isEnabledFor(level):
+            return False
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                self._skipped += 1
+                return False
+            self._last = now
+            skipped, self._skipped = self._skipped, 0
+        if skipped:
+            msg += " (%d more since the last line)"
+            args += (skipped,)
+        self.log.log(level, msg, *args)
+        return True
+
+
 class _Conn:
-    __slots__ = ("sock", "source", "send_lock", "closed", "thread", "reply", "warned")
+    """One TCP connection: its socket, its reader thread and what the limits look at."""
+
+    __slots__ = ("sock", "source", "send_lock", "closed", "thread", "reply", "warned", "connected",
+                 "last_packet", "packets", "pending", "cond", "evicted")
 
     def __init__(self, sock: socket.socket, source: tuple[str, int]):
         self.sock = sock
@@ -235,6 +295,29 @@ class _Conn:
         self.thread: threading.Thread | None = None
         self.reply: Callable[[bytes], None] | None = None
         self.warned = False
+        self.connected = time.monotonic()
+        self.last_packet = self.connected    # the last OSC packet it sent (its connect until then)
+        self.packets = 0                     # OSC packets it sent
+        self.pending = 0                     # of those, queued and not yet done()
+        self.cond = threading.Condition()
+        self.evicted = False                 # closed by the server to make room
+
+    def idle_rank(self) -> tuple:
+        """Sorts the most idle first: never sent an OSC packet, then the oldest last packet."""
+        return (self.packets > 0, self.last_packet)
+
+    def idle_s(self, now: float) -> float:
+        return now - self.last_packet
+
+    def packet_done(self) -> None:
+        with self.cond:
+            self.pending = max(0, self.pending - 1)
+            if not self.pending:
+                self.cond.notify_all()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
 
     def shutdown(self) -> None:
         try:
@@ -243,11 +326,27 @@ class _Conn:
             pass
 
 
+class _Done:
+    """``Packet.done`` for a TCP packet: tells its connection once."""
+
+    __slots__ = ("conn", "called")
+
+    def __init__(self, conn: _Conn):
+        self.conn = conn
+        self.called = False
+
+    def __call__(self) -> None:
+        if not self.called:
+            self.called = True
+            self.conn.packet_done()
+
+
 class OSCTransport:
     """Receives OSC packets on UDP (and optionally TCP with OSC 1.1 SLIP framing) on one port, in arrival order, into a bounded queue."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", allow: Sequence[str] = (), tcp: bool = False,
-                 queue_size: int = 4096, max_packet: int = 65536, max_connections: int = 16):
+                 queue_size: int = 4096, max_packet: int = 65536, max_connections: int = 16,
+                 max_per_address: int = 8, idle_timeout: float | None = 300.0):
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise SettingsError(f"OSC port must be an integer 0..65535 (0 = any free port), got {port!r}")
         if int(queue_size) < 1:
@@ -256,6 +355,11 @@ class OSCTransport:
             raise SettingsError(f"OSC max_packet must be at least 8 bytes, got {max_packet!r}")
         if int(max_connections) < 1:
             raise SettingsError(f"OSC max_connections must be at least 1, got {max_connections!r}")
+        if int(max_per_address) < 1:
+            raise SettingsError(f"OSC max_per_address must be at least 1, got {max_per_address!r}")
+        if idle_timeout is not None and not float(idle_timeout) > 0:
+            raise SettingsError(f"OSC idle_timeout must be a number of seconds above 0 (None: never), "
+                                f"got {idle_timeout!r}")
         self.host = str(host)
         self._bind_host = self.host.strip().strip("[]")
         self._family = _family(self._bind_host)
@@ -271,6 +375,8 @@ class OSCTransport:
         self.queue_size = int(queue_size)
         self.max_packet = int(max_packet)
         self.max_connections = int(max_connections)
+        self.max_per_address = min(int(max_per_address), self.max_connections)
+        self.idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self.port: int = port
         self.endpoints: list[str] = []
         self.rcvbuf: int = 0                          # the UDP receive buffer the kernel granted
@@ -284,7 +390,10 @@ class OSCTransport:
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
         self._threads: list[threading.Thread] = []
-        self._conns: set[_Conn] = set()
+        self._conns: set[_Conn] = set()              # the table the limits count
+        self._readers: set[_Conn] = set()            # every connection whose reader thread runs
+        self._log_conn = _Throttled(log, LOG_INTERVAL_S)      # connection events users should see
+        self._log_debug = _Throttled(log, LOG_INTERVAL_S)     # the same for --verbose only
         self._allow_cache: dict[str, bool] = {}
         self._warned_full = False
 
@@ -306,7 +415,7 @@ class OSCTransport:
 
     @property
     def connections(self) -> int:
-        """TCP connections open now."""
+        """TCP connections open now (those being closed not counted)."""
         with self._lock:
             return len(self._conns)
 
@@ -376,7 +485,7 @@ class OSCTransport:
                 self.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             sock.bind((self._bind_host, port))
             if kind == socket.SOCK_STREAM:
-                sock.listen(self.max_connections)
+                sock.listen(max(_TCP_BACKLOG, self.max_connections))
             sock.settimeout(_POLL_S)
         except (OSError, OverflowError, ValueError, TypeError, UnicodeError) as e:
             if sock is not None:
@@ -392,10 +501,11 @@ class OSCTransport:
             if self._closed:
                 return
             self._closed = True
-            conns = list(self._conns)
+            conns = list(self._readers)
         self._stop.set()
         for c in conns:
             c.shutdown()                       # wakes its reader at once
+            c.wake()                           # and one waiting for its answers after an EOF
         for t in self._threads:
             t.join(timeout=2.0)
         for c in conns:
@@ -433,14 +543,14 @@ class OSCTransport:
         sock = self._udp
         if sock is None or self._closed:
             self._count("send_errors")
-            log.debug("OSC send_to %s: transport not running", address)
+            self._log_debug(logging.DEBUG, "OSC send_to %s: transport not running", address)
             return False
         try:
             sock.sendto(data, address)
             return True
         except Exception as e:                 # noqa: BLE001 - a send must never take the caller down
             self._count("send_errors")
-            log.debug("OSC send_to %s failed: %s", address, e)
+            self._log_debug(logging.DEBUG, "OSC send_to %s failed: %s", address, e)
             return False
 
     # ---- receiving ---------------------------------------------------------------------------
@@ -461,10 +571,15 @@ class OSCTransport:
             self._allow_cache[ip] = ok
         return ok
 
-    def _offer(self, pkt: Packet) -> None:
+    def _offer(self, pkt: Packet, conn: _Conn | None = None) -> None:
+        if conn is not None:
+            with conn.cond:
+                conn.pending += 1              # before the put: the consumer may be done with it at once
         try:
             self._queue.put_nowait(pkt)
         except queue.Full:
+            if conn is not None:
+                conn.packet_done()
             self._count("dropped_full")
             if not self._warned_full:
                 self._warned_full = True
@@ -519,20 +634,34 @@ class OSCTransport:
             source = (src[0], src[1])
             if not self._allowed(source[0]):
                 self._count("refused")
-                log.debug("OSC tcp connection from %s refused (not in the allow-list)", source[0])
+                self._log_conn(logging.INFO, "OSC tcp connection from %s refused (not in the allow-list)",
+                               source[0])
                 sock.close()
                 continue
             conn = _Conn(sock, source)
             with self._lock:
-                accept = not self._closed and len(self._conns) < self.max_connections
-                if accept:
+                closed = self._closed
+                if not closed:
+                    victim = self._make_room(source[0])
                     self._conns.add(conn)
-            if not accept:
-                self._count("tcp_rejected")
-                log.warning("OSC tcp connection from %s:%d closed: %d connections already open",
-                            source[0], source[1], self.max_connections)
+                    self._readers.add(conn)
+            if closed:
                 sock.close()
                 continue
+            if victim is not None:
+                self._count("tcp_evicted")
+                victim.evicted = True
+                with victim.send_lock:         # not while its reader closes the socket
+                    if not victim.closed:
+                        victim.shutdown()      # its reader wakes at once and closes it
+                victim.wake()
+                why = (f"idle {victim.idle_s(conn.connected):.1f} s" if victim.packets
+                       else f"no OSC packet in {victim.idle_s(conn.connected):.1f} s")
+                self._log_conn(logging.WARNING,
+                               "OSC tcp connection from %s:%d closed (%s) to make room for %s:%d "
+                               "(at most %d connections, %d per address)",
+                               victim.source[0], victim.source[1], why, source[0], source[1],
+                               self.max_connections, self.max_per_address)
             self._count("tcp_connections")
             sock.settimeout(_TCP_IO_TIMEOUT_S)
             try:
@@ -544,19 +673,46 @@ class OSCTransport:
                                            name=f"osc-tcp-{source[0]}:{source[1]}", daemon=True)
             conn.thread.start()
 
+    def _make_room(self, ip: str) -> _Conn | None:
+        """With ``self._lock`` held: the connection to close for a new one from ``ip`` (taken out of the
+        table), or None when the limits leave room."""
+        same = [c for c in self._conns if c.source[0] == ip]
+        if len(same) >= self.max_per_address:
+            pool = same                       # an address only ever competes with itself
+        elif len(self._conns) >= self.max_connections:
+            per_ip: dict[str, int] = {}
+            for c in self._conns:
+                per_ip[c.source[0]] = per_ip.get(c.source[0], 0) + 1
+            most = max(per_ip.values())
+            pool = [c for c in self._conns if per_ip[c.source[0]] == most]
+        else:
+            return None
+        victim = min(pool, key=_Conn.idle_rank)
+        self._conns.discard(victim)
+        return victim
+
     def _conn_loop(self, conn: _Conn) -> None:
         decoder = SlipDecoder(self.max_packet)
         stop = self._stop
+        idle_timeout = self.idle_timeout
+        eof = False
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not conn.evicted:
+                # checked on every pass: bytes that are not OSC packets do not keep a connection open
+                if idle_timeout is not None and time.monotonic() - conn.last_packet > idle_timeout:
+                    self._count("tcp_idle_closed")
+                    self._log_conn(logging.INFO, "OSC tcp connection from %s:%d closed: no OSC packet in %g s",
+                                   conn.source[0], conn.source[1], idle_timeout)
+                    break
                 try:
                     chunk = conn.sock.recv(_TCP_RECV_CHUNK)
                 except socket.timeout:
                     continue
                 except OSError as e:
-                    log.debug("OSC tcp %s:%d receive error: %s", *conn.source, e)
+                    self._log_debug(logging.DEBUG, "OSC tcp %s:%d receive error: %s", *conn.source, e)
                     break
                 if not chunk:
+                    eof = not conn.evicted
                     break
                 for item in decoder.feed(chunk):
                     self._count("received")
@@ -570,10 +726,22 @@ class OSCTransport:
                         self._count("not_osc")
                         self._warn_stream(conn, "a frame that is not an OSC packet")
                     else:
-                        self._offer(Packet(item, conn.source, "tcp", conn.reply))
+                        conn.packets += 1
+                        conn.last_packet = time.monotonic()
+                        self._offer(Packet(item, conn.source, "tcp", conn.reply, _Done(conn)), conn)
+            if eof:
+                # the peer has half-closed: answer what it sent, then close
+                deadline = time.monotonic() + HALF_CLOSE_LINGER_S
+                with conn.cond:
+                    while conn.pending and not stop.is_set() and not conn.evicted:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        conn.cond.wait(min(left, _POLL_S))
         finally:
             with self._lock:
                 self._conns.discard(conn)
+                self._readers.discard(conn)
             with conn.send_lock:
                 conn.closed = True
                 conn.shutdown()
@@ -581,25 +749,26 @@ class OSCTransport:
                     conn.sock.close()
                 except OSError:
                     pass
-            log.debug("OSC tcp connection from %s:%d closed", *conn.source)
+            self._log_debug(logging.DEBUG, "OSC tcp connection from %s:%d closed", *conn.source)
 
     def _warn_stream(self, conn: _Conn, what: str) -> None:
         if not conn.warned:
             conn.warned = True
-            log.warning("OSC tcp %s:%d sent %s (dropped); OSC over TCP here is OSC 1.1 SLIP framing, "
-                        "not the OSC 1.0 length prefix", conn.source[0], conn.source[1], what)
+            self._log_conn(logging.WARNING, "OSC tcp connection from %s:%d sent %s (dropped); OSC over TCP here "
+                           "is OSC 1.1 SLIP framing, not the OSC 1.0 length prefix",
+                           conn.source[0], conn.source[1], what)
 
     def _reply_tcp(self, conn: _Conn, data: bytes) -> bool:
         try:
             frame = slip_encode(data)
         except Exception as e:                 # noqa: BLE001
             self._count("send_errors")
-            log.debug("OSC tcp reply to %s:%d: bad data: %s", *conn.source, e)
+            self._log_debug(logging.DEBUG, "OSC tcp reply to %s:%d: bad data: %s", *conn.source, e)
             return False
         with conn.send_lock:
             if conn.closed or self._closed:
                 self._count("send_errors")
-                log.debug("OSC tcp reply to %s:%d: connection closed", *conn.source)
+                self._log_debug(logging.DEBUG, "OSC tcp reply to %s:%d: connection closed", *conn.source)
                 return False
             try:
                 conn.sock.sendall(frame)
@@ -607,6 +776,7 @@ class OSCTransport:
             except Exception as e:             # noqa: BLE001
                 # a partial frame may be on the wire: the stream is out of step, so end it
                 self._count("send_errors")
-                log.debug("OSC tcp reply to %s:%d failed (%s); closing the connection", *conn.source, e)
+                self._log_debug(logging.DEBUG, "OSC tcp reply to %s:%d failed (%s); closing the connection",
+                                *conn.source, e)
                 conn.shutdown()
                 return False

@@ -277,21 +277,55 @@ def test_slip_decoder_matches_python_osc_slip_and_bounds_memory():
     assert looks_like_osc(b"#bundle\0" + b"\0" * 8) and not looks_like_osc(b"") and not looks_like_osc(b"abcd")
 
 
-def test_tcp_connection_limit():
+def test_tcp_connection_limit_makes_room_by_closing_the_most_idle():
     with OSCTransport(0, tcp=True, max_connections=2) as t:
-        socks = [socket.create_connection(("127.0.0.1", t.port), timeout=2) for _ in range(3)]
+        socks = [socket.create_connection(("127.0.0.1", t.port), timeout=2) for _ in range(2)]
         try:
-            assert wait_until(lambda: t.counters["tcp_rejected"] == 1)
-            assert t.counters["tcp_connections"] == 2 and t.connections == 2
-            assert socks[2].recv(10) == b""         # the third was closed by the server
-            socks[0].close()
-            assert wait_until(lambda: t.connections == 1)
-            with socket.create_connection(("127.0.0.1", t.port), timeout=2) as s:
-                s.sendall(slip_encode(osc_message("/fits", 1)))
-                assert t.get(2.0).data == osc_message("/fits", 1)
+            socks[1].sendall(slip_encode(osc_message("/active", 1)))      # socks[0] never sends
+            assert t.get(2.0).data == osc_message("/active", 1)
+            socks.append(socket.create_connection(("127.0.0.1", t.port), timeout=2))
+            assert wait_until(lambda: t.counters["tcp_evicted"] == 1 and t.counters["tcp_connections"] == 3)
+            assert t.connections == 2
+            assert socks[0].recv(10) == b""         # the idle one was closed by the server, not the new one
+            for i in (1, 2):
+                socks[i].sendall(slip_encode(osc_message("/fits", i)))
+                pkt = t.get(2.0)
+                assert pkt.data == osc_message("/fits", i)
+                pkt.reply(osc_message("/ok", i))
+                assert socks[i].recv(100) == slip_encode(osc_message("/ok", i))
+            # a fourth: socks[1] and socks[2] have both sent; the one whose last packet is older goes
+            socks.append(socket.create_connection(("127.0.0.1", t.port), timeout=2))
+            assert wait_until(lambda: t.counters["tcp_evicted"] == 2)
+            assert socks[1].recv(10) == b"" and t.connections == 2
+            socks[2].sendall(slip_encode(osc_message("/still", 2)))
+            assert t.get(2.0).data == osc_message("/still", 2)
         finally:
             for s in socks:
                 s.close()
+    with pytest.raises(SettingsError, match="max_per_address"):
+        OSCTransport(0, max_per_address=0)
+    with pytest.raises(SettingsError, match="idle_timeout"):
+        OSCTransport(0, idle_timeout=0)
+
+
+def test_a_half_closed_tcp_peer_is_answered_until_its_packets_are_done():
+    with OSCTransport(0, tcp=True) as t, socket.create_connection(("127.0.0.1", t.port), timeout=3) as s:
+        s.sendall(slip_encode(osc_message("/q", 1)) + slip_encode(osc_message("/q", 2)))
+        s.shutdown(socket.SHUT_WR)
+        pkts = [t.get(2.0) for _ in range(2)]
+        time.sleep(0.3)                              # the server has seen the EOF by now, and waits
+        for i, pkt in enumerate(pkts, 1):
+            assert pkt.reply(osc_message("/a", i)) is True
+            pkt.done()
+            pkt.done()                               # a second call does nothing
+        data = b""
+        for _ in range(100):                         # each recv waits at most the socket's 3 s
+            chunk = s.recv(1000)
+            if not chunk:
+                break
+            data += chunk
+        assert data == slip_encode(osc_message("/a", 1)) + slip_encode(osc_message("/a", 2))
+        assert wait_until(lambda: t.connections == 0)
 
 
 # ------------------------------------------------------------------------------------------------
