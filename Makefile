@@ -54,11 +54,13 @@ synth-deps:
 # Debian packages live audio needs: PortAudio (sounddevice loads it) for `stemstream live`, the JACK
 # server with its tools (jackd -d dummy: an audio device without a sound card; jack_connect, jack_metro,
 # jack_rec) and liblo's oscsend/oscdump (an independent OSC implementation) for the live and OSC tests.
+# ffmpeg (and ffprobe) write and read NI Stem files (separate --format stem).
 # jackd2 asks whether to enable real-time scheduling: answered "no" up front.
 live-deps:
 	@if command -v jackd >/dev/null && command -v jack_metro >/dev/null && command -v jack_rec >/dev/null \
 		&& command -v oscsend >/dev/null && command -v oscdump >/dev/null \
+		&& command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
 		&& ldconfig -p | grep -q libportaudio.so.2; then :; else \
 		echo "jackd2 jackd/tweak_rt_limits boolean false" | debconf-set-selections; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		libportaudio2 jackd2 liblo-tools; fi
+		libportaudio2 jackd2 liblo-tools ffmpeg; fi

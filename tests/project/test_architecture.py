@@ -29,6 +29,7 @@ ALLOWED = {
     "streamer.outputs": ("streamer.audio", "streamer.errors"),
     "streamer.models": ("streamer.models",),
     "streamer.msst": ("streamer.msst", "streamer.models", "streamer.errors"),
+    "streamer.formats": ("streamer.formats", "streamer.audio", "streamer.errors"),
     "streamer.inference": ("streamer.inference", "streamer.msst", "streamer.models", "streamer.audio",
                            "streamer.outputs", "streamer.errors"),
     "streamer.stream": ("streamer.stream", "streamer.inference.runner", "streamer.inference.precision",
