@@ -9,6 +9,8 @@ import os
 from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, add_backend_arg, number, positive_int,
                      residual_value, seconds, whole_number)
 
+RANDOM_WEIGHTS = "random"   # --checkpoint random: an untrained model, asked for by name
+
 
 def register(sub) -> None:
     dv = sub.add_parser("devices", help="list the audio devices",
@@ -31,10 +33,11 @@ def register(sub) -> None:
                "--route monitor:3-4 --record takes/1\n"
                "  stemstream live --rig configs/rigs/practice_no_bass.yaml --input-file song.flac --loop",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = lv.add_argument_group("model (a config and checkpoint, or a rig)")
+    model = lv.add_argument_group("model (a config and checkpoint, or a rig; neither: the bundled demo model)")
     model.add_argument("--rig", help="rig YAML: model, engine, stems, effects and buses in one file")
     model.add_argument("--config", help="MSST-format YAML config of the model")
-    model.add_argument("--checkpoint", help="model weights (.ckpt/.pth/.safetensors)")
+    model.add_argument("--checkpoint", help="model weights (.ckpt/.pth/.safetensors); 'random': untrained weights, to "
+                                            "try the pipeline (the stems are not a separation)")
     model.add_argument("--model-type", choices=["bs_roformer", "mel_band_roformer"],
                        help="model class when the YAML has no training.model_type")
     model.add_argument("--trust-checkpoint", action="store_true",
@@ -134,10 +137,17 @@ def build_separator(args: argparse.Namespace):
     from streamer.inference.loader import load_model
     from streamer.msst.config import load_config
 
-    if bool(args.rig) == bool(args.config):
-        raise SettingsError("give the model as --rig RIG.yaml, or as --config (and --checkpoint), not both")
+    if args.rig and args.config:
+        raise SettingsError("give the model as --rig RIG.yaml, or as --config MODEL.yaml --checkpoint MODEL.ckpt, "
+                            "not both")
     if args.checkpoint and not args.config:
         raise SettingsError("--checkpoint goes with --config (a rig names its own checkpoint)")
+    if args.config and not args.checkpoint:
+        raise SettingsError(f"--config {args.config} needs --checkpoint MODEL.ckpt: without trained weights the "
+                            f"stems would be noise (to try the pipeline with random weights: --checkpoint "
+                            f"{RANDOM_WEIGHTS})")
+    random_weights = args.checkpoint == RANDOM_WEIGHTS and not os.path.exists(RANDOM_WEIGHTS)
+    checkpoint = None if random_weights else args.checkpoint
     buses = [b.strip() for b in args.buses.split(",")] if args.buses else None
     if buses is not None and (not all(buses) or len(set(buses)) != len(buses)):
         raise SettingsError(f"--buses {args.buses}: expected distinct names separated by commas")
@@ -159,13 +169,15 @@ def build_separator(args: argparse.Namespace):
     else:
         config = load_config(args.config)
         overrides = _engine_overrides(args, config.sample_rate)
-        loaded = load_model(args.config, args.checkpoint, device=args.device or "auto",
+        loaded = load_model(args.config, checkpoint, device=args.device or "auto",
                             precision=args.precision or "auto", trust=args.trust_checkpoint,
                             model_type=args.model_type)
         sep = StemSeparator(loaded.model, loaded.config, latency=args.latency or "balanced",
                             buses=buses or ("main",), precision=loaded.precision, **overrides)
         info = {"config": os.path.abspath(args.config),
-                "checkpoint": os.path.abspath(args.checkpoint) if args.checkpoint else None}
+                "checkpoint": os.path.abspath(checkpoint) if checkpoint else None}
+        if random_weights:
+            info["weights"] = "random (--checkpoint random): not a separation"
     controls = sep.mixer.stems
     for flag, stems in (("--mute", args.mute), ("--solo", args.solo)):
         for stem in stems:
@@ -180,10 +192,31 @@ def build_separator(args: argparse.Namespace):
     return sep, info
 
 
+def _demo_model(args: argparse.Namespace) -> str:
+    """No model given: the bundled demo model (as ``stemstream demo``); returns the line that says so."""
+    from streamer.assets import DEMO_CHECKPOINT, DEMO_CONFIG
+
+    args.config, args.checkpoint = DEMO_CONFIG, DEMO_CHECKPOINT
+    return ("no model given: playing the bundled demo model (a small 4-stem BS-RoFormer: vocals, drums, bass, "
+            "other); use your own with --config MODEL.yaml --checkpoint MODEL.ckpt, or --rig RIG.yaml")
+
+
 def cmd_live(args: argparse.Namespace) -> int:
+    from bridge.live.session import StopSignals, Stopped, say
+
+    with StopSignals() as signals:
+        try:
+            return _live(args, signals)
+        except Stopped as stop:   # before the stream ran: nothing was played, nothing is left behind
+            say(f"stopped: {stop.reason} before the show started; nothing was played or recorded")
+            return 0
+
+
+def _live(args: argparse.Namespace, signals) -> int:
     from bridge.live.path import parse_channels
-    from bridge.live.session import LiveOptions, LiveSession, format_summary
-    from streamer.errors import SettingsError
+    from bridge.live.recorder import check_folder
+    from bridge.live.session import LiveOptions, LiveSession, format_summary, say
+    from streamer.errors import AudioError, SettingsError
 
     if args.loop and not args.input_file:
         raise SettingsError("--loop goes with --input-file")
@@ -192,7 +225,14 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.input_file and not os.path.isfile(args.input_file):
         raise SettingsError(f"input file not found: {args.input_file}")
     in_channels = parse_channels(args.in_channels) if args.in_channels else None
+    if args.record:
+        check_folder(args.record)   # before the model loads: a take there is refused (a killed one recovered)
+    if not args.rig and not args.config and not args.checkpoint:
+        say(_demo_model(args))
     sep, info = build_separator(args)
+    if info.get("weights"):
+        say("WARNING: --checkpoint random: the model's weights are RANDOM, so the stems are not a separation; this "
+            "run shows the pipeline end to end")
     session = None
     try:
         options = LiveOptions(input=args.input, output=args.output, in_channels=in_channels,
@@ -200,23 +240,33 @@ def cmd_live(args: argparse.Namespace) -> int:
                               seconds=args.seconds, routes=list(args.route), record=args.record, model=info)
         if args.osc is None and (args.osc_allow or args.osc_tcp or args.osc_host != "127.0.0.1"):
             raise SettingsError("--osc-host, --osc-allow and --osc-tcp go with --osc PORT")
+        signals.hold()    # from here a signal is acted on where stopping is safe
         session = LiveSession(sep, options)
+        signals.check()
         if args.osc is not None:
             try:
                 session.start_osc(args.osc, host=args.osc_host, allow=args.osc_allow, tcp=args.osc_tcp)
             except BaseException:
                 session.close()   # nothing played: the recording folder and the worker go away
                 raise
-        print(f"stemstream live: {session.input_label} -> {session.out_dev.label()} at {session.device_rate} Hz, "
-              f"latency {session.latency_ms:.1f} ms" + (f", OSC on {session.osc}" if session.osc else "")
-              + "; warming up...", flush=True)
-        summary = session.run(ui=not args.no_ui)
+        say(f"stemstream live: {session.input_label} -> {session.out_dev.label()} at {session.device_rate} Hz, "
+            f"latency {session.latency_ms:.1f} ms" + (f", OSC on {session.osc}" if session.osc else "")
+            + "; warming up...")
+        summary = session.run(ui=not args.no_ui, signals=signals)
+    except BaseException:
+        if session is not None:
+            session.close()   # idempotent: nothing played leaves no take; the worker stops
+        raise
     finally:
         if session is None:
             sep.engine.stop()
-    print(format_summary(summary), flush=True)
+    say(format_summary(summary))
     if summary["stopped_by"] == "error":
         from bridge.live.devices import DeviceError
 
         raise DeviceError(summary["error"] or "the session ended with an error")
+    rec = summary.get("recording") or {}
+    if rec.get("error") or rec.get("session_json_error"):
+        raise AudioError(f"the recording in {rec['folder']} is incomplete: "
+                         + "; ".join(e for e in (rec.get("error"), rec.get("session_json_error")) if e))
     return 0

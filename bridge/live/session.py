@@ -13,10 +13,18 @@ Order of events (``LiveSession.run``):
 3. the stream runs: PortAudio calls :meth:`LiveSession._callback` for every block, which only calls
    :meth:`LivePath.process` and counts (overflows, underflows, its own duration), never waiting on
    anything; the main thread feeds the terminal mixer, which runs in a process of its own
-   (``bridge.live.ui_process``), or prints a status line per second, and watches for the end: ``--seconds``, the end of a file, ``q``, Ctrl-C (SIGINT) or
-   SIGTERM, an error in the callback, a device that stops calling back;
+   (``bridge.live.ui_process``), or prints a status line per second, and watches for the end: ``--seconds``,
+   the end of a file, ``q``, a signal (:data:`STOP_SIGNALS`: Ctrl-C, SIGTERM, SIGHUP from a closed
+   terminal or ssh session, ...), an error in the callback, a device that stops calling back;
 4. the end: the stream is closed, the recorder drains and renames its files, ``session.json`` is
    written, the worker process stopped, and a summary printed.
+
+Signals (:class:`StopSignals`): while the model loads, a stop signal raises :class:`Stopped` (a
+``KeyboardInterrupt``) at once; during the set-up and the warm-up it is acted on between steps (a
+worker process being spawned is not cut short), and the run ends leaving nothing behind; from the
+moment the stream opens it only asks the session to end, which then ends as for ``q``: summary,
+finished files, ``session.json`` with the reason. A terminal that is gone (SIGHUP)
+cannot take the summary: printing is best effort (:func:`say`), the files and ``session.json`` are not.
 """
 from __future__ import annotations
 
@@ -35,11 +43,11 @@ from typing import Any
 import numpy as np
 
 from streamer.audio import adapt_channels, read_audio, resample
-from streamer.errors import AudioError, SettingsError
+from streamer.errors import SettingsError
 
 from .devices import Device, DeviceError, check_channels, find_device, portaudio, query
 from .path import FileSource, LivePath, check_routes, parse_route
-from .recorder import SESSION_FILE, Recorder, write_json
+from .recorder import Recorder
 from .ui_process import UiProcess
 
 STREAM_CLOSE_SECONDS = 2.0   # a stream that does not close within this is abandoned (see _close_stream)
@@ -48,6 +56,104 @@ WARM_UP_SECONDS = 0.5        # of silence through the whole path before the stre
 UI_REFRESH_HZ = 15.0
 SWITCH_INTERVAL = 0.001        # s, while streaming (see run)
 TIMES = 65536                # callback durations kept for the statistics
+
+# every signal whose default action would end the process (and that is not a fault of the process itself
+# nor a timer it set), with the words the summary and session.json give as the reason
+_SIGNAL_WORDS = {
+    "SIGINT": "interrupted", "SIGTERM": "terminated (SIGTERM)",
+    "SIGHUP": "hangup (SIGHUP: the terminal or the connection closed)", "SIGQUIT": "quit (SIGQUIT)",
+    "SIGUSR1": "signal SIGUSR1", "SIGUSR2": "signal SIGUSR2", "SIGXCPU": "CPU time limit (SIGXCPU)",
+    "SIGPWR": "power failure (SIGPWR)",
+}
+STOP_SIGNALS = tuple(getattr(signal, name) for name in _SIGNAL_WORDS if hasattr(signal, name))
+
+
+def signal_words(num: int) -> str:
+    """The stop reason for signal ``num``."""
+    try:
+        name = signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+    return _SIGNAL_WORDS.get(name, f"signal {name}")
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived before the stream ran (``reason``: its words)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StopSignals:
+    """``with StopSignals() as signals:`` catches :data:`STOP_SIGNALS` (main thread only; elsewhere it does
+    nothing), in one of three modes:
+
+    * at first (``raising``): the first signal raises :class:`Stopped` where the main thread is; for work
+      that may be cut anywhere (loading a model, as Ctrl-C always could);
+    * after :meth:`hold`: a signal is only noted, and :meth:`check`, called where stopping is safe (between
+      the steps of the warm-up), raises :class:`Stopped`; nothing half-started (a worker process being
+      spawned, files being created) is cut short;
+    * once ``on_stop`` is set (the stream runs): ``on_stop(reason)`` is called.
+
+    A signal after the first never interrupts the clean-up. SIGXFSZ is ignored meanwhile, so a file-size
+    limit is a write error the recorder reports, not the end of the process."""
+
+    def __init__(self):
+        self.on_stop = None
+        self.reason: str | None = None
+        self.raising = True
+        self._old: dict = {}
+
+    def hold(self) -> None:
+        """From here a signal is only noted; :meth:`check` acts on it."""
+        self.raising = False
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` if a stop signal arrived."""
+        if self.reason is not None:
+            raise Stopped(self.reason)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+            if hasattr(signal, "SIGXFSZ"):
+                self._old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        return self
+
+    def _handle(self, num, frame) -> None:
+        reason = signal_words(num)
+        first = self.reason is None
+        self.reason = self.reason or reason
+        if self.on_stop is not None:
+            self.on_stop(reason)
+        elif self.raising and first:
+            self.raising = False
+            raise Stopped(reason)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._old.clear()
+
+
+def say(text: str, file=None) -> bool:
+    """Print ``text`` (stdout by default); a terminal or pipe that is gone (a closed ssh session) is not an
+    error: the stream is pointed at /dev/null, so that nothing fails later either. Returns whether it got out."""
+    file = file or sys.stdout
+    try:
+        print(text, file=file, flush=True)
+        return True
+    except (OSError, ValueError):
+        try:
+            fd = file.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+        return False
 
 
 @dataclass
@@ -124,6 +230,8 @@ class LiveSession:
         self.osc: str | None = None          # the OSC endpoint(s), shown by the terminal mixer
         self.control = None                  # bridge.control.server.OSCControl, when started
         self.device_buffer_frames: int | None = None
+        self.session_json_error: str | None = None   # why session.json could not be written (a full disk)
+        self._summary: dict | None = None             # once closed
 
     # ------------------------------------------------------------------ set-up
     def _input_map(self, chosen: list[int] | None) -> tuple[list[int], int]:
@@ -247,7 +355,9 @@ class LiveSession:
             "seconds": self.seconds, "latency_ms": self.latency_ms, "latency_parts_ms": self.latency_parts_ms,
             "realtime_factor": st["realtime_factor"], "deadline_misses": st["deadline_misses"],
             "input_overflows": self.input_overflows, "output_underflows": self.output_underflows,
-            "record_dropped": int(rec.counters[2]) if rec else 0, "callback_ms_median": med, "callback_ms_p99": p99,
+            "record_dropped": int(rec.counters[2]) if rec else 0,
+            "recorded_seconds": rec.frames / rec.sample_rate if rec else None,
+            "callback_ms_median": med, "callback_ms_p99": p99,
             "osc": self.osc, "input": self.input_label, "output": self.out_dev.label(),
             "recording": rec.folder if rec else None,
             "error": self.error or st["error"] or (rec.error if rec else None),
@@ -304,14 +414,33 @@ class LiveSession:
         self._stop_requested = self._stop_requested or reason
 
     # ------------------------------------------------------------------ run
-    def warm_up(self) -> None:
-        """Start the worker (it warms the model), run the whole path on silence, reset, freeze the GC."""
-        self.sep.engine.start()
+    def warm_up(self, signals: StopSignals | None = None) -> None:
+        """Start the worker (it warms the model), run the whole path on silence, reset, freeze the GC.
+        ``signals``: checked between the steps (a stop signal ends the warm-up there)."""
+        check = signals.check if signals is not None else (lambda: None)
+        check()
+        # the stop signals are held back while the worker process is spawned: it inherits the mask, so a
+        # terminal that closes (SIGHUP to the whole process group) or a Ctrl-C there does not kill it
+        # mid-show; the session ends it. Here they stay pending and are acted on just after.
+        main = threading.current_thread() is threading.main_thread()
+        if main:   # started first: starting it later would unblock SIGINT and SIGTERM again
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if main else None
+        try:
+            self.sep.engine.start()
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        check()
         rec, self.path.recorder = self.path.recorder, None
         try:
             silence_in = np.zeros((self.opt.blocksize, max(1, self.in_open)), np.float32)
             out = np.zeros((self.opt.blocksize, self.out_channels), np.float32)
-            for _ in range(max(2, int(WARM_UP_SECONDS * self.device_rate / self.opt.blocksize))):
+            for k in range(max(2, int(WARM_UP_SECONDS * self.device_rate / self.opt.blocksize))):
+                if k % 16 == 0:
+                    check()
                 self.path.process(None if self.source is not None else silence_in, out)
             self._callback(None if self.source is not None else silence_in, out, self.opt.blocksize, None, None)
         finally:
@@ -337,9 +466,20 @@ class LiveSession:
             raise _sd_error(exc, f"cannot open {self.input_label} -> {self.out_dev.label()}") from exc
         return stream
 
-    def run(self, ui: bool = True, out=sys.stdout) -> dict:
-        """Run until the end (see the module docstring); returns the summary (also in session.json)."""
-        old_handlers = {}
+    def run(self, ui: bool = True, out=None, signals: StopSignals | None = None) -> dict:
+        """Run until the end (see the module docstring); returns the summary (also in session.json).
+        ``signals``: the caller's :class:`StopSignals` (one is made for the run without it)."""
+        own = signals is None
+        if own:
+            signals = StopSignals().__enter__()
+        signals.hold()
+        try:
+            return self._run(ui, out or sys.stdout, signals)
+        finally:
+            if own:
+                signals.__exit__(None, None, None)
+
+    def _run(self, ui: bool, out, signals: StopSignals) -> dict:
         mixer = None
         # the audio callback's thread waits for the GIL whenever another thread of this process holds
         # it; with a 1 ms switch interval (default 5) it gets it within a millisecond
@@ -348,14 +488,15 @@ class LiveSession:
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         try:
             mixer = UiProcess(self, UI_REFRESH_HZ).start() if ui else None   # starts while the model warms up
-            self.warm_up()
+            self.warm_up(signals)
             if mixer is not None:
                 mixer.wait_ready()   # its start-up (imports, first drawing) must not compete with the audio
+            signals.check()
             if self.recorder is not None:
                 self.recorder.start()
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    old_handlers[sig] = signal.signal(sig, lambda num, frame: self.request_stop("interrupted"))
+            # from here a signal only asks the session to end: the stream and the files close in order
+            signals.on_stop = self.request_stop
+            signals.check()
             self._stream = self.open_stream()
             self._note_device_latency(self._stream)
             self._last_call = time.perf_counter()
@@ -364,13 +505,15 @@ class LiveSession:
             except Exception as exc:  # noqa: BLE001
                 raise _sd_error(exc, f"cannot start {self.out_dev.label()}") from exc
             self.started_at = time.monotonic()
+            if self.recorder is not None:   # what a take a killed run leaves behind is known
+                self.recorder.write_start(self.summary(self.sep.engine.stats, None, started))
             next_line = time.monotonic() + 1.0
             while not self.finished:
                 time.sleep(0.02)
                 if mixer is not None and mixer.alive:
                     mixer.pump()
                 elif time.monotonic() >= next_line:  # no mixer (or it closed): a status line a second
-                    print(self.status_line(), file=out, flush=True)
+                    say(self.status_line(), out)
                     next_line += 1.0
         finally:
             stream, self._stream = self._stream, None
@@ -379,13 +522,13 @@ class LiveSession:
             sys.setswitchinterval(switch)
             if mixer is not None:
                 mixer.close()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
             summary = self.close(started)
         return summary
 
     def close(self, started: str | None = None) -> dict:
         """Stop everything, in order; returns the summary. Safe to call more than once."""
+        if self._summary is not None:
+            return self._summary
         stream, self._stream = self._stream, None
         if stream is not None:
             self._close_stream(stream)
@@ -399,11 +542,10 @@ class LiveSession:
         recording = self.recorder.close() if self.recorder is not None else None
         self.stop_reason = self.stop_reason or ("error" if self.error else "quit")
         summary = self.summary(stats, recording, started)
-        if self.recorder is not None:
-            try:
-                write_json(os.path.join(self.recorder.folder, SESSION_FILE), summary)
-            except OSError as exc:
-                raise AudioError(f"cannot write {SESSION_FILE} in {self.recorder.folder}: {exc.strerror}") from exc
+        if self.recorder is not None and self.session_json_error is None:
+            self.session_json_error = self.recorder.write_session(summary)
+            summary["recording"]["session_json_error"] = self.session_json_error
+        self._summary = summary
         return summary
 
     def _close_stream(self, stream) -> None:
@@ -469,8 +611,15 @@ class LiveSession:
                 "resampler_underflow_frames": self.path.fifo_underflows,
                 "nonfinite_input": stats["nonfinite_input"], "worker_restarts": stats["worker_restarts"],
             },
-            "files": None if recording is None else sorted(os.path.relpath(p, self.recorder.folder)
-                                                           for p in self.recorder.paths) + [SESSION_FILE],
+            "recording": None if self.recorder is None else {
+                "folder": self.recorder.folder,
+                "seconds": round((recording or {}).get("seconds", self.recorder.frames / rate), 3),
+                "error": (recording or {}).get("error", self.recorder.error),
+                "nonfinite_input_recorded_as_zero": (recording or {}).get("nonfinite_input", self.recorder.nonfinite),
+                "session_json_error": None,
+            },
+            "files": None if self.recorder is None else sorted(os.path.relpath(p, self.recorder.folder)
+                                                                for p in self.recorder.paths) + ["session.json"],
         }
 
 
@@ -490,8 +639,16 @@ def format_summary(s: dict) -> str:
         f"model: {s['engine']['backend']} backend, {s['engine']['precision']} on {s['engine']['device']}, each window "
         f"{c['realtime_factor']:.2f}x the hop",
     ]
-    if s.get("files"):
-        lines.append(f"recorded: {len(s['files'])} files")
+    if c.get("nonfinite_input"):
+        lines.append(f"non-finite input: {c['nonfinite_input']} samples (NaN or inf) replaced with 0 as they entered "
+                     "the engine" + ("; input.wav holds them as 0" if s.get("files") else ""))
+    rec = s.get("recording")
+    if rec:
+        lines.append(f"recorded: {len(s['files'])} files, {rec['seconds']:.1f} s in {rec['folder']}")
+        if rec.get("error"):
+            lines.append(rec["error"].replace("; the show goes on", "; the show went on"))
+        if rec.get("session_json_error"):
+            lines.append(f"{rec['session_json_error']}: the stop reason and the counters are only in this summary")
     rtf = c.get("realtime_factor")
     if c["deadline_misses"] and rtf is not None and rtf > 0.9:
         lines.append(f"hint: each window took {rtf:.2f}x the hop on this machine, so separation fell back to the dry "

@@ -78,3 +78,44 @@ def processes_named(fragment: str) -> list[int]:
         if fragment in cmd:
             found.append(int(pid))
     return found
+
+
+def read_wav_strictly(path, closed: bool = True) -> np.ndarray:
+    """A WAV file as a strict reader takes it: (frames, channels) float32 from what the header says, and
+    nothing the header does not say. Every size is checked: the RIFF size (equal to the file's for a
+    closed file; for one whose writer was killed, at most the file's), each chunk inside it, a fmt chunk
+    (PCM or IEEE float) before the data, a data size that is whole frames and inside the file, a fact
+    chunk (if any) that counts the same frames. (Python's ``wave`` module is as strict about sizes but
+    reads PCM only, not the 32-bit float these files hold.)"""
+    import struct
+
+    raw = pathlib.Path(path).read_bytes()
+    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE", f"{path}: not RIFF/WAVE"
+    riff = struct.unpack("<I", raw[4:8])[0]
+    if closed:
+        assert riff + 8 == len(raw), f"{path}: RIFF size {riff} + 8 != file size {len(raw)}"
+    else:
+        assert riff + 8 <= len(raw), f"{path}: RIFF size {riff} + 8 > file size {len(raw)}"
+    pos, fmt, fact, data = 12, None, None, None
+    while pos + 8 <= riff + 8:
+        cid, n = raw[pos:pos + 4], struct.unpack("<I", raw[pos + 4:pos + 8])[0]
+        assert pos + 8 + n <= riff + 8, f"{path}: chunk {cid!r} runs past the RIFF size"
+        body = raw[pos + 8:pos + 8 + n]
+        if cid == b"fmt ":
+            tag, channels, rate, byte_rate, align, bits = struct.unpack("<HHIIHH", body[:16])
+            assert tag in (1, 3) and align == channels * bits // 8 and byte_rate == rate * align, (path, tag)
+            fmt = (tag, channels, rate, align, bits)
+        elif cid == b"fact":
+            fact = struct.unpack("<I", body[:4])[0]
+        elif cid == b"data":
+            assert fmt is not None, f"{path}: data before fmt"
+            assert n % fmt[3] == 0, f"{path}: data size {n} is not whole frames"
+            data = body
+        pos += 8 + n + (n & 1)
+    assert data is not None, f"{path}: no data chunk"
+    tag, channels, rate, align, bits = fmt
+    frames = len(data) // align
+    if fact is not None:
+        assert fact == frames, f"{path}: fact says {fact} frames, data holds {frames}"
+    assert tag == 3 and bits == 32, f"{path}: expected 32-bit float"
+    return np.frombuffer(data, "<f4").reshape(frames, channels)

@@ -20,7 +20,7 @@ pytestmark = needs_jackd
 
 RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
-ENGINE = ["--window", "0.5", "--hop", "0.1", "--lookahead", "0.1"]
+ENGINE = ["--checkpoint", "random", "--window", "0.5", "--hop", "0.1", "--lookahead", "0.1"]
 
 
 @pytest.fixture(scope="module")

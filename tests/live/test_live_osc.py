@@ -49,7 +49,8 @@ def test_a_mute_over_osc_reaches_the_recording_within_a_block_and_the_ramp(tmp_p
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.1)
     with JackServer(log_dir=str(tmp_path)) as server:
-        proc = start_live(server, ["--config", str(cfg), "--window", "0.5", "--hop", "0.1", "--lookahead", "0.1",
+        proc = start_live(server, ["--config", str(cfg), "--checkpoint", "random",
+                                   "--window", "0.5", "--hop", "0.1", "--lookahead", "0.1",
                                    "--input-file", str(tmp_path / "song.wav"), "--output", "system", "--no-ui",
                                    "--seconds", "3", "--record", str(tmp_path / "take"), "--osc", str(port)])
         try:

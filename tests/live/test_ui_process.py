@@ -90,7 +90,8 @@ def test_a_key_press_in_the_terminal_mixer_mutes_the_vocals_of_a_live_session(tm
 
     with JackServer(log_dir=str(tmp_path)) as server:
         env = dict(server.env, PYTHONPATH=str(REPO), TERM="xterm-256color")
-        proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "live", "--config", str(cfg), "--window", "0.5",
+        proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "live", "--config", str(cfg),
+                                 "--checkpoint", "random", "--window", "0.5",
                                  "--hop", "0.1", "--lookahead", "0.1", "--input-file", str(tmp_path / "song.wav"),
                                  "--output", "system", "--seconds", "4", "--record", str(tmp_path / "take")],
                                 stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, start_new_session=True)
