@@ -72,7 +72,9 @@ def register(sub) -> None:
     io.add_argument("--in-channels", default=None, metavar="1,2",
                     help="device input channels feeding the model, counted from 1; one channel is duplicated for a "
                          "stereo model (default: 1,2)")
-    io.add_argument("--input-file", default=None, help="play a file (at real-time pace) instead of a device input")
+    io.add_argument("--input-file", default=None,
+                    help="play a file (at real-time pace) instead of a device input; a stem file (.stem.mp4) with no "
+                         "model plays its own stems (no model, no latency)")
     io.add_argument("--loop", action="store_true", help="with --input-file: play it again and again")
     io.add_argument("--route", action="append", default=[], metavar="NAME:FIRST-LAST",
                     help="send another bus or a single stem to output channels FIRST..LAST, e.g. monitor:3-4 or "
@@ -178,6 +180,14 @@ def build_separator(args: argparse.Namespace):
                 "checkpoint": os.path.abspath(checkpoint) if checkpoint else None}
         if random_weights:
             info["weights"] = "random (--checkpoint random): not a separation"
+    _apply_mixer_flags(sep, args)
+    return sep, info
+
+
+def _apply_mixer_flags(sep, args: argparse.Namespace) -> None:
+    """--mute, --solo and --gain on the first bus."""
+    from streamer.errors import SettingsError
+
     controls = sep.mixer.stems
     for flag, stems in (("--mute", args.mute), ("--solo", args.solo)):
         for stem in stems:
@@ -189,6 +199,41 @@ def build_separator(args: argparse.Namespace):
         if stem not in controls:
             raise SettingsError(f"--gain {text}: no such stem; stems: {', '.join(sep.stem_names)}")
         controls[stem].gain_db = db
+
+
+def is_stem_file(path: str) -> bool:
+    """Whether ``path`` is a stem file: named ``.stem.mp4``/``.stem.m4a``, or an MP4 holding NI's stem box."""
+    from streamer.errors import StemstreamError
+    from streamer.formats.nistem import is_stem_path, read_stem_metadata
+
+    if is_stem_path(path):
+        return True
+    if not path.lower().endswith((".mp4", ".m4a")):
+        return False
+    try:
+        read_stem_metadata(path)
+        return True
+    except (StemstreamError, OSError, ValueError):
+        return False
+
+
+def build_deck(args: argparse.Namespace):
+    """A stem file played as it is (no model): the separator over its stems, and what session.json says."""
+    from bridge.plugin.separator import StemSeparator
+    from streamer.errors import SettingsError
+
+    for flag in ("device", "precision", "latency", "window", "hop", "lookahead", "residual", "model_type"):
+        if getattr(args, flag, None) is not None:
+            raise SettingsError(f"--{flag.replace('_', '-')} sets up a model, and a stem file plays its own stems "
+                                "with none (give --config/--checkpoint or --rig to separate its mix instead)")
+    buses = [b.strip() for b in args.buses.split(",")] if args.buses else ["main"]
+    if not all(buses) or len(set(buses)) != len(buses):
+        raise SettingsError(f"--buses {args.buses}: expected distinct names separated by commas")
+    sep = StemSeparator.from_stem_file(args.input_file, buses=buses, loop=args.loop)
+    _apply_mixer_flags(sep, args)
+    found = sep.stem_file
+    info = {"stem_file": os.path.abspath(args.input_file), "config": None, "checkpoint": None,
+            "stem_file_names": list(found.names), "codec": found.codec, "tags": dict(found.tags)}
     return sep, info
 
 
@@ -227,16 +272,35 @@ def _live(args: argparse.Namespace, signals) -> int:
     in_channels = parse_channels(args.in_channels) if args.in_channels else None
     if args.record:
         check_folder(args.record)   # before the model loads: a take there is refused (a killed one recovered)
-    if not args.rig and not args.config and not args.checkpoint:
-        say(_demo_model(args))
-    sep, info = build_separator(args)
+    has_model = bool(args.rig or args.config or args.checkpoint)
+    stem_file = bool(args.input_file) and is_stem_file(args.input_file)
+    input_audio = None
+    if stem_file and not has_model:
+        sep, info = build_deck(args)   # the file's own stems: no model, zero latency
+        input_audio = sep.stem_file.master
+        say(f"stem file: playing its own {len(sep.stem_names)} stems ({', '.join(sep.stem_names)}) with no model and "
+            "no latency; give a model (--config/--checkpoint or --rig) to separate its mix instead")
+    else:
+        if not has_model:
+            say(_demo_model(args))
+        sep, info = build_separator(args)
+        if stem_file:   # a model given with a stem file: it separates the file's master (mix) track
+            from streamer.audio import resample
+            from streamer.formats.nistem import read_stem_file
+
+            found = read_stem_file(args.input_file)
+            input_audio = found.master if found.rate == sep.sample_rate else resample(found.master, found.rate,
+                                                                                      sep.sample_rate)
+            info["input"] = "the stem file's master track, separated by the model (its own stems unused)"
+            say(f"stem file with a model: the model separates the file's master track; its own stems are not used")
     if info.get("weights"):
         say("WARNING: --checkpoint random: the model's weights are RANDOM, so the stems are not a separation; this "
             "run shows the pipeline end to end")
     session = None
     try:
         options = LiveOptions(input=args.input, output=args.output, in_channels=in_channels,
-                              input_file=args.input_file, loop=args.loop, blocksize=args.blocksize,
+                              input_file=args.input_file, input_audio=input_audio, loop=args.loop,
+                              blocksize=args.blocksize,
                               seconds=args.seconds, routes=list(args.route), record=args.record, model=info)
         if args.osc is None and (args.osc_allow or args.osc_tcp or args.osc_host != "127.0.0.1"):
             raise SettingsError("--osc-host, --osc-allow and --osc-tcp go with --osc PORT")

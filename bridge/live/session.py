@@ -164,6 +164,7 @@ class LiveOptions:
     output: str | None = None
     in_channels: list[int] | None = None     # 0-based device input channels
     input_file: str | None = None
+    input_audio: Any = None                  # the file's audio already read, (channels, frames) at the model's rate
     loop: bool = False
     blocksize: int = 256
     seconds: float | None = None
@@ -201,10 +202,17 @@ class LiveSession:
         self.device_rate = self._choose_rate()
         self.source = None
         if options.input_file:
-            audio, file_rate = read_audio(options.input_file)
-            if file_rate != self.rate:
-                audio = resample(audio, file_rate, self.rate)
+            if options.input_audio is not None:   # read by the caller (a stem file's master)
+                audio = options.input_audio
+            else:
+                audio, file_rate = read_audio(options.input_file)
+                if file_rate != self.rate:
+                    audio = resample(audio, file_rate, self.rate)
             self.source = FileSource(adapt_channels(audio, C, options.input_file), loop=options.loop)
+            follow = getattr(separator.engine, "follow", None)
+            if follow is not None:   # a stem deck plays the stems at the position the file source has read
+                source = self.source
+                follow(lambda: source.pos, source.loop)
         self.recorder = None
         max_frames = LivePath.frames_bound(options.blocksize, self.rate, self.device_rate)
         if options.record:
@@ -636,8 +644,10 @@ def format_summary(s: dict) -> str:
         f"{c['output_underflows']}, dropped record blocks {c['record_dropped_blocks']}",
         f"callback {c['callback_ms_median']:.3f} ms median, {c['callback_ms_p99']:.3f} ms p99 "
         f"({c['callbacks']} calls)",
-        f"model: {s['engine']['backend']} backend, {s['engine']['precision']} on {s['engine']['device']}, each window "
-        f"{c['realtime_factor']:.2f}x the hop",
+        (f"model: none: the stems of {s['model']['stem_file']} play as they are (no separation, zero latency)"
+         if s["model"].get("stem_file") else
+         f"model: {s['engine']['backend']} backend, {s['engine']['precision']} on {s['engine']['device']}, each window "
+         f"{c['realtime_factor']:.2f}x the hop" + (f"; input: {s['model']['input']}" if s["model"].get("input") else "")),
     ]
     if c.get("nonfinite_input"):
         lines.append(f"non-finite input: {c['nonfinite_input']} samples (NaN or inf) replaced with 0 as they entered "

@@ -28,6 +28,7 @@ from streamer.audio import resample
 from streamer.errors import AudioError, AudioTypeError, SettingsError
 from streamer.inference.loader import load_model
 from streamer.msst.config import Config
+from streamer.stream.deck import StemDeck
 from streamer.stream.engine import StreamEngine
 from streamer.stream.settings import DEFAULT_PRESET, PRESETS
 
@@ -38,6 +39,22 @@ from .rig import RigError, load_rig
 from .stems import DEFAULT_RESIDUAL, separator_residual
 
 _DTYPE_ERROR = "Pedalboard only supports 32-bit and 64-bit floating point audio for processing."
+
+
+def deck_names(names: Sequence[str]) -> list[str]:
+    """A stem file's stem names as control names: lower case, OSC-safe, unique, NI's usual names as the
+    slot's (NI's own files say e.g. ``Drums``, ``Bass``, ``Other``, ``Vox``: drums, bass, other, vocals)."""
+    from streamer.formats.nistem import ALIASES
+
+    out: list[str] = []
+    for i, name in enumerate(names):
+        base = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name).strip().lower()) or f"stem{i + 1}"
+        base = next((slot for slot, aliases in ALIASES.items() if base in aliases), base)   # Vox -> vocals
+        candidate, k = base, 2
+        while candidate in out:
+            candidate, k = f"{base}{k}", k + 1
+        out.append(candidate)
+    return out
 
 
 class StemHandle:
@@ -85,14 +102,20 @@ class StemSeparator:
     def __init__(self, model, config: Config, latency: str = DEFAULT_PRESET, residual: str | None = DEFAULT_RESIDUAL,
                  buses: Sequence[str] = ("main",), output: str | None = None, effects_block: int = 256,
                  ramp_ms: float = 10.0, effects_latency: int | None = None, **engine_overrides: Any):
-        self.config = config
-        self.sample_rate = config.sample_rate
-        self.channels = config.channels
         if latency not in PRESETS:
             raise SettingsError(f"latency must be one of {', '.join(PRESETS)}, got {latency!r}")
         residual = separator_residual(residual, config.stems)
         engine_overrides.setdefault("realtime", False)
-        self.engine = StreamEngine.from_config(config, model, preset=latency, residual=residual, **engine_overrides)
+        engine = StreamEngine.from_config(config, model, preset=latency, residual=residual, **engine_overrides)
+        self._setup(engine, config, buses, output, effects_block, ramp_ms, effects_latency)
+
+    def _setup(self, engine, config: Config | None, buses: Sequence[str], output: str | None, effects_block: int,
+               ramp_ms: float, effects_latency: int | None) -> None:
+        """Everything after the engine (or a stem deck): mixer, stem handles, effect stage."""
+        self.config = config
+        self.engine = engine
+        self.sample_rate = engine.sample_rate
+        self.channels = engine.channels
         self.stem_names = list(self.engine.stems)
         self.mixer = StemMixer(self.stem_names, self.sample_rate, buses=buses, ramp_ms=ramp_ms,
                                channels=self.channels)
@@ -116,6 +139,36 @@ class StemSeparator:
         """A separator for the model of an MSST config and checkpoint (random weights without one)."""
         loaded = load_model(config_path, checkpoint, trust=trust_checkpoint)
         return cls(loaded.model, loaded.config, latency=latency, **kwargs)
+
+    @classmethod
+    def from_stems(cls, stems, names: Sequence[str], sample_rate: int, loop: bool = False, position=None,
+                   buses: Sequence[str] = ("main",), output: str | None = None, effects_block: int = 256,
+                   ramp_ms: float = 10.0, effects_latency: int | None = None,
+                   label: str = "stem deck") -> "StemSeparator":
+        """A separator with no model: ``stems`` (stems, channels, frames) already separated (a stem
+        file's, see :meth:`from_stem_file`) play through the mixer, effects and buses at zero latency.
+        Each block handed to ``process`` is taken as the mix at the next position of the song (the
+        stems' own count, rewound by ``reset``; or ``position()``, the frames a live file source has
+        read); the buses at unity play the stems' sum. See ``streamer.stream.deck.StemDeck``."""
+        deck = StemDeck(stems, names, sample_rate, loop=loop, position=position, label=label)
+        sep = cls.__new__(cls)
+        sep._setup(deck, None, buses, output, effects_block, ramp_ms, effects_latency)
+        return sep
+
+    @classmethod
+    def from_stem_file(cls, path: str | os.PathLike, sample_rate: int | None = None, **kwargs) -> "StemSeparator":
+        """A stem deck for a Native Instruments Stem file (``.stem.mp4``): its four stems (drums, bass,
+        other, vocals, named as the file names them, lower case) through the mixer at zero latency;
+        ``sample_rate``: resample to it (default: the file's). Needs ffmpeg. Keywords as
+        :meth:`from_stems`. ``sep.stem_file`` holds what was read (master, stems, names, tags)."""
+        from streamer.formats.nistem import read_stem_file
+
+        found = read_stem_file(path, rate=sample_rate)
+        names = deck_names(found.names)
+        kwargs.setdefault("label", f"stem file {os.path.basename(os.fspath(path))}")
+        sep = cls.from_stems(found.stems, names, found.rate, **kwargs)
+        sep.stem_file = found
+        return sep
 
     @classmethod
     def from_rig(cls, path: str | os.PathLike, trust_checkpoint: bool = False, latency: str | None = None,
