@@ -29,6 +29,9 @@ def register(sub) -> None:
     sb.add_argument("--config", default=DEMO_CONFIG,
                     help="model config (default: the demo model's, a 4-stem BS-RoFormer 64x2; random weights)")
     sb.add_argument("--checkpoint", help="weights (default: random; speed does not depend on them)")
+    sb.add_argument("--trust-checkpoint", action="store_true",
+                    help="allow a pickled checkpoint to run arbitrary code when loading (weights_only=False); "
+                         "only for files from a source you trust")
     add_preset_arg(sb, "latency preset the settings start from")
     sb.add_argument("--window", type=float, help="window in seconds")
     sb.add_argument("--hop", type=float, nargs="+",
@@ -148,7 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _check_settings(args)
     resolve_device(args.device)  # refuse a device this machine lacks before any work
-    loaded = load_model(args.config, args.checkpoint, seed=0)
+    loaded = load_model(args.config, args.checkpoint, seed=0, trust=args.trust_checkpoint)
     config, model = loaded.config, loaded.model
     rate = config.sample_rate
     frames = int(round(args.seconds * rate))

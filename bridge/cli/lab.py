@@ -95,6 +95,9 @@ def register(sub) -> None:
     tr.add_argument("--val", nargs="*", default=[], help="folders of song folders for validation")
     tr.add_argument("--out", required=True, help="output folder")
     tr.add_argument("--init", help="start from these weights (a checkpoint for the same config)")
+    tr.add_argument("--trust-checkpoint", action="store_true",
+                    help="allow the --init checkpoint, if pickled, to run arbitrary code when loading "
+                         "(weights_only=False); only for files from a source you trust")
     tr.add_argument("--grow", action="store_true",
                     help="--init is a shallower BS-RoFormer of the same width: its layers seed the first ones and "
                          "each new layer starts as the identity, so training starts from its output "
@@ -232,11 +235,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SettingsError("--grow needs --init: the shallower checkpoint to grow from")
     if args.grow and args.resume:
         raise SettingsError("--grow starts a run; continue a grown run with --resume alone")
-    loaded = load_model(args.config, None if args.grow else args.init, device=args.device, seed=args.seed)
+    loaded = load_model(args.config, None if args.grow else args.init, device=args.device, seed=args.seed,
+                        trust=args.trust_checkpoint)
     if args.grow:
         from streamer.lab.grow import grow_from
 
-        grown = grow_from(loaded.model, args.init)
+        grown = grow_from(loaded.model, args.init, trust=args.trust_checkpoint)
         n = len(grown.new_layers)
         print(f"grown from {args.init}: its {grown.from_depth} layers seed layers 0-{grown.from_depth - 1}; "
               f"{n} new layer{'s start' if n != 1 else ' starts'} as the identity")

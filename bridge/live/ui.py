@@ -159,8 +159,7 @@ class LevelMeter(Widget):
             self.refresh()
 
     def render(self) -> Text:
-        number = 5  # "-12.3"
-        bar = max(1, (self.size.width - 2 * number - 3) // 2)  # bar, space, number, space, bar, space, number
+        bar, number = meter_parts(self.size.width)  # bar, space, number, space, bar, space, number
         text = Text(no_wrap=True, overflow="crop")
         for i, (db, label) in enumerate(((self.peak_db, self._shown[0]), (self.rms_db, self._shown[1]))):
             if i:
@@ -169,6 +168,49 @@ class LevelMeter(Widget):
             text.append(" ")
             over = math.isfinite(db) and db > 0.0
             text.append(label.rjust(number), "bold red" if over else "")
+        return text
+
+
+def meter_parts(width: int) -> tuple[int, int]:
+    """(bar, number) cells of each half of a :class:`LevelMeter` ``width`` cells wide: peak is
+    ``bar`` + space + ``number``, a space, then rms the same (the rest of the width stays blank)."""
+    number = 5  # "-12.3"
+    return max(1, (width - 2 * number - 3) // 2), number
+
+
+class MeterHead(Widget):
+    """The heading of one bus's meter column: ``BUS peak`` over the peak half and ``BUS rms`` over the
+    rms half, laid out exactly as :class:`LevelMeter` lays out its bars, so every meter on the screen has
+    its bus named right above it (a heading over the first half only left the rms half looking like
+    another, nameless bus)."""
+
+    DEFAULT_CSS = """
+    MeterHead { height: 1; width: 1fr; color: $text-muted; }
+    """
+
+    def __init__(self, bus: str) -> None:
+        super().__init__()
+        self.bus = bus
+        self.selected = False
+
+    def show(self, selected: bool) -> None:
+        if selected != self.selected:
+            self.selected = selected
+            self.refresh()
+
+    def render(self) -> Text:
+        bar, number = meter_parts(self.size.width)
+        part = bar + 1 + number
+        style = "bold reverse" if self.selected else "bold"
+        text = Text(no_wrap=True, overflow="crop")
+        for i, what in enumerate(("peak", "rms")):
+            if i:
+                text.append(" ")
+            label = Text.assemble((self.bus, style), f" {what}", no_wrap=True, overflow="crop")
+            if len(label) > part:  # a long bus name: keep what the half is, and as much of the name as fits
+                label = Text.assemble((self.bus[:max(1, part - len(what) - 2)] + "…", style), f" {what}")
+            label.truncate(part, pad=True)
+            text.append_text(label)
         return text
 
 
@@ -231,7 +273,7 @@ class MixerApp(App):
         self._stem_labels: list[Cell] = []
         self._bus_meters: list[LevelMeter] = []
         self._bus_gains: list[Cell] = []
-        self._bus_heads: list[Cell] = []
+        self._bus_heads: list[MeterHead] = []
         self._status_text: Text | None = None
         self._clock = _fmt_clock(None)
         self._exiting = False
@@ -281,8 +323,7 @@ class MixerApp(App):
         with Horizontal(classes="row"):
             yield Cell(Text("  # stem"), width=LABEL_WIDTH, classes="head")
             for b in mixer.bus_names:
-                head = Cell(classes="head")
-                head.styles.width = "1fr"
+                head = MeterHead(b)
                 self._bus_heads.append(head)
                 yield head
                 yield Cell(Text("  gain M S"), width=CONTROL_WIDTH, classes="head")
@@ -373,9 +414,8 @@ class MixerApp(App):
             "   stem ", (f"{self.selected_stem + 1} {self.stem_name}", "bold"),
             "   time ", self._clock,
         ))
-        for b, (bus, head) in enumerate(zip(mixer.bus_names, self._bus_heads)):
-            style = "bold reverse" if b == self.selected_bus else "bold"
-            head.set_text(Text.assemble((bus, style), "  peak / rms dB"))
+        for b, head in enumerate(self._bus_heads):
+            head.show(b == self.selected_bus)
         for s, stem in enumerate(mixer.stem_names):
             selected = s == self.selected_stem
             marker = "▸" if selected else " "

@@ -21,6 +21,12 @@ output moves from what it was to the new chain's with an equal-gain raised-cosin
 crossfade nest (the mix so far fades into the new chain), and switching back to a chain that is
 still fading out reuses it, without a reset.
 
+A chain belongs to one stem: a chain, or a plugin inside it, that is already another stem's effects (or
+still fading out of one) is refused with a ``SettingsError``, because plugins keep state (reverb tails,
+delay lines, envelopes) and one object running on two stems would mix their signals. Give each stem
+its own chain (build the same ``Pedalboard([...])`` twice); a chain may move to another stem once the
+first stem no longer uses it (after its crossfade).
+
 A chain that returns inf or NaN loses that block: the stem's output fades from the last good sample
 to silence over ``fault_fade_ms`` (3 ms), the chain is reset, and its output fades in again once it
 restarts on the next block. ``nonfinite_blocks`` counts such blocks per stem; other stems are
@@ -47,6 +53,25 @@ def plugin_latency(chain, sample_rate: int, channels: int, block: int) -> int:
         got += chain(probe[:, i:i + block], sample_rate, buffer_size=block, reset=False).shape[-1]
     chain.reset()
     return max(reported, probe.shape[1] - got)
+
+
+def chain_parts(chain) -> list:
+    """The chain and every plugin inside it (pedalboard containers and ``bridge.Chain`` opened): what
+    holds audio state. The objects are returned (not their ids), so they stay alive while compared."""
+    import pedalboard
+
+    parts, stack = [], [chain]
+    while stack:
+        part = stack.pop()
+        if any(part is p for p in parts):
+            continue
+        parts.append(part)
+        inner = getattr(part, "plugins", None)            # bridge.Chain
+        if isinstance(inner, list):
+            stack.extend(inner)
+        elif isinstance(part, pedalboard.PluginContainer):  # Pedalboard, Chain, Mix
+            stack.extend(list(part))
+    return parts
 
 
 def fade_in(v: np.ndarray) -> np.ndarray:
@@ -169,7 +194,9 @@ class EffectStage:
         if not empty and not callable(getattr(chain, "process", None)):
             raise TypeError(f"effects for {name!r} must be a pedalboard plugin or Pedalboard, got {type(chain)}")
         target = None if empty else chain
+        parts = [] if empty else chain_parts(chain)
         with self._lock:
+            self._check_not_shared(name, parts)
             if self._started or live:
                 running = self._voice_of(name, target)
                 if running is not None:            # still sounding in this stem: no reset, no re-measuring
@@ -214,6 +241,28 @@ class EffectStage:
                 f"effects for {name!r} have {latency} samples of latency, more than the effect stage's latency "
                 f"budget of {budget} samples ({why}); the stage's latency cannot change while streaming: assign "
                 "them between streams (after reset()) or give the effect stage a larger fixed latency budget")
+
+    def _check_not_shared(self, name: str, parts: list) -> None:
+        """Refuse a chain that is, or holds a plugin of, another stem's chain (see the module docstring)."""
+        if not parts:
+            return
+        for other in self.stem_names:
+            if other == name:
+                continue
+            chains = [self.chains.get(other)] + [v.chain for v in
+                                                 (self._fx[other].voices() if other in self._fx else [])]
+            for chain in chains:
+                if chain is None:
+                    continue
+                theirs = chain_parts(chain)
+                shared = next((p for p in parts if any(p is q for q in theirs)), None)
+                if shared is None:
+                    continue
+                what = "this chain" if shared is parts[0] else f"its plugin {type(shared).__name__}"
+                raise SettingsError(
+                    f"effects for {name!r}: {what} is already in the effects of {other!r} (or still fading out "
+                    "of them); a plugin keeps its state (reverb tails, delay lines), so one object cannot run on "
+                    f"two stems: give {name!r} a chain of its own (build the same Pedalboard([...]) again)")
 
     def _voice_of(self, name: str, chain) -> _Voice | None:
         st = self._fx.get(name)

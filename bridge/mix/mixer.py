@@ -1,9 +1,11 @@
 """Stem mixer: per-stem gain, fader, mute and solo on named output buses, click-free, with meters.
 
 Controls can be changed at any time from any thread (an OSC server, a UI): a change only sets a
-target, picked up by the audio side at the next block boundary, which moves each gain linearly to
-its target at a rate of one unit of linear gain per ``ramp_ms`` (unity to silence takes ``ramp_ms``;
-larger jumps take proportionally longer), so nothing clicks. Solo is additive, as on a mixing desk: when any stem of a bus is
+target, picked up by the audio side at the next block boundary, which moves each gain linearly from
+where it is to its new target over ``ramp_ms`` (10 ms: ``round(ramp_ms * rate / 1000)`` samples), so
+nothing clicks and every change, a mute from +24 dB as much as a 1 dB nudge, ends on its target one
+ramp time after the block boundary that picked it up (a change during a ramp starts a new ramp from
+where the gain is). Solo is additive, as on a mixing desk: when any stem of a bus is
 soloed, only the soloed stems are heard on that bus (mute still wins).
 
 Fader law (``fader``, 0..1, as X32/M32 consoles and TouchOSC faders use it): four linear segments
@@ -99,35 +101,59 @@ def db_to_gain(db: float) -> float:
     return 0.0 if db == -math.inf else 10.0 ** (db / 20.0)
 
 
-_MIX_SIG = "void(float32[:, :, :], float32[:], float32[:], float32, float32[:, :])"
+_MIX_SIG = "void(float32[:, :, :], float32[:], float32[:], float32[:], int64[:], float32[:, :])"
 
 
 @njit(_MIX_SIG, cache=True, nogil=True)
-def mix_bus(stems, current, target, step, out):
-    """out (channels, n) = sum over stems of gain * stem, each gain ramping to its target by ``step``
-    per sample (linear); ``current`` is updated in place."""
+def mix_bus(stems, current, target, step, left, out):
+    """out (channels, n) = sum over stems of gain * stem; a gain with ``left[s]`` samples of ramp to go
+    moves by ``step[s]`` per sample and lands exactly on ``target[s]`` at its last one (see
+    :func:`retarget`); ``current`` and ``left`` are updated in place."""
     num_stems, channels, n = stems.shape
     for c in range(channels):
         for i in range(n):
             out[c, i] = 0.0
     for s in range(num_stems):
         g = current[s]
-        t = target[s]
-        if g == t:
+        k = left[s]
+        if k == 0:
             if g == 0.0:
                 continue
             for c in range(channels):
                 for i in range(n):
                     out[c, i] += g * stems[s, c, i]
             continue
+        t = target[s]
+        d = step[s]
         for i in range(n):
-            if g < t:
-                g = min(t, g + step)
-            elif g > t:
-                g = max(t, g - step)
+            if k > 0:
+                k -= 1
+                g = t if k == 0 else g + d
             for c in range(channels):
                 out[c, i] += g * stems[s, c, i]
         current[s] = g
+        left[s] = k
+
+
+@njit("void(float32[:, :], float32[:, :], float32[:, :], float32[:, :], int64[:, :], int64)", cache=True,
+      nogil=True)
+def retarget(pending, target, current, step, left, ramp):
+    """Take the new targets (``target[:] = pending``); each gain whose target changed starts a linear
+    ramp of ``ramp`` samples from where it is now (``step``: the move per sample, ``left``: samples to go).
+    In place, no allocation: runs on the audio side at a block boundary."""
+    buses, stems = pending.shape
+    for b in range(buses):
+        for s in range(stems):
+            t = pending[b, s]
+            if t == target[b, s]:
+                continue
+            target[b, s] = t
+            if current[b, s] == t:
+                left[b, s] = 0
+                step[b, s] = 0.0
+            else:
+                left[b, s] = ramp
+                step[b, s] = (t - current[b, s]) / np.float32(ramp)
 
 
 @njit("float32(float32[:, :], float32[:, :], float32, float32, float32)", cache=True, nogil=True)
@@ -311,7 +337,12 @@ class StemMixer:
         self._batch_dirty = False
         self._bypass_target = np.zeros(1, np.float32)   # set by control threads
         self._bypass_state = np.zeros(1, np.float32)    # the audio side's current bypass amount
-        self.step = np.float32(1.0 / max(1.0, ramp_ms * 1e-3 * self.sample_rate))
+        # every change ramps over this many samples, whatever its size; ``step`` is a unit change's move per
+        # sample (the bypass crossfade's, 0 to 1)
+        self.ramp_samples = max(1, int(round(ramp_ms * 1e-3 * self.sample_rate)))
+        self.step = np.float32(1.0 / self.ramp_samples)
+        self._steps = np.zeros((n, len(self.stem_names)), np.float32)   # per gain: move per sample
+        self._left = np.zeros((n, len(self.stem_names)), np.int64)      # per gain: ramp samples to go
         # meters: [stems..., buses...] x (peak dB, rms dB); written by the audio side, read by anyone
         self.meters = np.full(2 * (len(self.stem_names) + n), SILENCE_DB, np.float32)
         self._warm_up()
@@ -320,7 +351,10 @@ class StemMixer:
         stems = np.zeros((len(self.stem_names), self.channels, 4), np.float32)
         out = np.zeros((self.channels, 4), np.float32)
         cur = np.ones(len(self.stem_names), np.float32)
-        mix_bus(stems, cur, np.zeros_like(cur), np.float32(0.5), out)
+        left = np.full(len(self.stem_names), 2, np.int64)
+        mix_bus(stems, cur, np.zeros_like(cur), np.full_like(cur, -0.5), left, out)
+        grid = np.ones((1, len(self.stem_names)), np.float32)
+        retarget(grid * 0, grid.copy(), grid.copy(), grid.copy(), np.zeros(grid.shape, np.int64), 4)
         meter_block(out, np.zeros(2, np.float32), 0)
         blend_dry(out, out.copy(), np.float32(0.0), np.float32(1.0), np.float32(0.5))
 
@@ -400,7 +434,7 @@ class StemMixer:
         """
         if self._version != self._applied:  # pick up control changes at the block boundary
             version = self._version
-            self._targets[:] = self._pending
+            retarget(self._pending, self._targets, self._current, self._steps, self._left, self.ramp_samples)
             self._applied = version
         for s in range(stems.shape[0]):
             meter_block(stems[s], self.meters, s)
@@ -409,7 +443,7 @@ class StemMixer:
             if dry is not None and dry_is_sum and self.is_unity(b):
                 out[b] = dry
             else:
-                mix_bus(stems, self._current[b], self._targets[b], self.step, out[b])
+                mix_bus(stems, self._current[b], self._targets[b], self._steps[b], self._left[b], out[b])
         if bypassing:  # every bus makes the same move towards the dry signal
             g0, target = self._bypass_state[0], self._bypass_target[0]
             g = g0

@@ -32,7 +32,9 @@ scenes:                    # named complete states, recalled over OSC (/scene/<n
 :func:`load_rig` reads and validates the whole file into a :class:`RigSpec` (loading the model's
 config, building the effect plugins) without touching a model or a separator; every error names the
 file, the key and what was expected (NaN is never a number here; ``-.inf`` is accepted for gains and means
-silence). ``StemSeparator.from_rig`` builds the separator from the spec.
+silence). ``StemSeparator.from_rig`` builds the separator from the spec. The file is read within the
+limits of :mod:`streamer.msst.yamlsafe` (64 KiB, aliases expanding to at most 10,000 values, 64 levels
+of nesting), and messages quote values as short excerpts, so a hostile rig is one short error.
 
 Checkpoints are read with ``torch.load(weights_only=True)``. Only the person running the program can
 allow full pickle loading (which runs whatever code the file holds): ``--trust-checkpoint`` on the
@@ -46,10 +48,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from streamer.errors import SettingsError, StemstreamError
 from streamer.msst.config import Config, load_config
+from streamer.msst.yamlsafe import excerpt, load_yaml
 from streamer.stream.settings import DEFAULT_PRESET
 
 from ..mix.scenes import Scene
@@ -94,9 +95,21 @@ def _check_keys(where: str, data: Any, allowed: set[str]) -> dict:
         raise RigError(f"{where}: expected a mapping with keys {', '.join(sorted(allowed))}, got {type(data).__name__}")
     unknown = sorted(set(data) - allowed, key=str)
     if unknown:
-        raise RigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))}; "
+        shown = ", ".join(_name(k) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise RigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {shown}; "
                        f"expected {', '.join(sorted(allowed))}")
     return data
+
+
+def _name(key: Any) -> str:
+    """A key as the user wrote it when it is a short string, else a short excerpt of it."""
+    return key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else excerpt(key)
+
+
+def _short_text(where: str, value: Any) -> None:
+    """Names (a preset, a device, a stem, a bus) are short strings: refuse others before they reach a message."""
+    if value is not None and not (isinstance(value, str) and len(value) <= 200):
+        raise RigError(f"{where}: expected a name, got {excerpt(value)}")
 
 
 def _number(where: str, value: Any, low: float | None = None, high: float | None = None,
@@ -106,7 +119,7 @@ def _number(where: str, value: Any, low: float | None = None, high: float | None
     if minus_inf:
         accepted = f"-.inf (silence) or {accepted}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RigError(f"{where}: expected a number ({accepted}), got {value!r}")
+        raise RigError(f"{where}: expected a number ({accepted}), got {excerpt(value)}")
     if math.isnan(value):
         raise RigError(f"{where}: expected a number ({accepted}), got .nan")
     if minus_inf and value == -math.inf:
@@ -119,7 +132,7 @@ def _number(where: str, value: Any, low: float | None = None, high: float | None
 
 def _bool(where: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise RigError(f"{where}: expected true or false, got {value!r}")
+        raise RigError(f"{where}: expected true or false, got {excerpt(value)}")
     return value
 
 
@@ -129,7 +142,7 @@ def build_plugin(where: str, spec: Any):
 
     if not isinstance(spec, dict) or not ({"plugin", "vst3"} & set(spec)):
         raise RigError(f"{where}: expected {{plugin: <pedalboard plugin name>, ...parameters}} or "
-                       f"{{vst3: <path>, parameters: {{...}}}}, got {spec!r}")
+                       f"{{vst3: <path>, parameters: {{...}}}}, got {excerpt(spec)}")
     spec = dict(spec)
     if "vst3" in spec:
         path = spec.pop("vst3")
@@ -137,11 +150,11 @@ def build_plugin(where: str, spec: Any):
         name = spec.pop("plugin_name", None)
         _check_keys(where, spec, set())
         if not os.path.exists(path):
-            raise RigError(f"{where}: VST3 plugin not found: {path}")
+            raise RigError(f"{where}: VST3 plugin not found: {excerpt(path, 200)}")
         try:
             return pedalboard.load_plugin(path, parameter_values=params, plugin_name=name)
         except Exception as exc:  # noqa: BLE001 - plugin hosts raise many kinds
-            raise RigError(f"{where}: cannot load {path}: {exc}") from exc
+            raise RigError(f"{where}: cannot load {excerpt(path, 200)}: {excerpt(str(exc), 200)}") from exc
     name = spec.pop("plugin")
     cls = getattr(pedalboard, str(name), None)
     if not (isinstance(cls, type) and issubclass(cls, pedalboard.Plugin)) or name in ("Plugin", "Pedalboard"):
@@ -149,10 +162,10 @@ def build_plugin(where: str, spec: Any):
                        and issubclass(getattr(pedalboard, n), pedalboard.Plugin) and n[0].isupper()
                        and n not in ("Plugin", "Pedalboard", "Chain", "Mix", "ExternalPlugin", "VST3Plugin",
                                      "AudioUnitPlugin"))
-        raise RigError(f"{where}: unknown plugin {name!r}; pedalboard has {', '.join(known)}")
+        raise RigError(f"{where}: unknown plugin {excerpt(name)}; pedalboard has {', '.join(known)}")
     for key, value in spec.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise RigError(f"{where}.{key}: expected a finite number for {name}, got {value}")
+            raise RigError(f"{where}.{_name(key)}: expected a finite number for {name}, got {value}")
     try:
         return cls(**spec)
     except (TypeError, ValueError) as exc:
@@ -161,12 +174,12 @@ def build_plugin(where: str, spec: Any):
             try:
                 cls(**{key: value})
             except TypeError as one:
-                raise RigError(f"{where}: bad parameters for {name}: {key}={value!r} is not one of its parameters "
-                               "or has the wrong type") from one
+                raise RigError(f"{where}: bad parameters for {name}: {_name(key)}={excerpt(value)} is not one of its "
+                               "parameters or has the wrong type") from one
             except ValueError as one:
-                raise RigError(f"{where}.{key}: {value!r} is out of range for {name}: "
-                               f"{str(one).splitlines()[0]}") from one
-        raise RigError(f"{where}: bad parameters for {name}: {exc}") from exc
+                raise RigError(f"{where}.{_name(key)}: {excerpt(value)} is out of range for {name}: "
+                               f"{excerpt(str(one).splitlines()[0], 200)}") from one
+        raise RigError(f"{where}: bad parameters for {name}: {excerpt(str(exc), 200)}") from exc
 
 
 def _controls(where: str, data: dict) -> dict[str, Any]:
@@ -183,13 +196,8 @@ def _controls(where: str, data: dict) -> dict[str, Any]:
 
 
 def _read(path: str) -> Any:
-    try:
-        with open(path) as fh:
-            return yaml.safe_load(fh)
-    except OSError as exc:
-        raise RigError(f"cannot read rig file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise RigError(f"{path}: not valid YAML: {exc}") from exc
+    """The rig file's data, read within streamer.msst.yamlsafe's limits (size, aliases, nesting)."""
+    return load_yaml(path, "rig file", error=RigError)
 
 
 def load_rig(path: str | os.PathLike) -> RigSpec:
@@ -208,10 +216,19 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
     model = _check_keys(f"{path}: model", data.get("model"), MODEL_KEYS)
     if "config" not in model:
         raise RigError(f"{path}: model.config is required (the model's MSST YAML)")
+    for key in ("config", "checkpoint"):
+        value = model.get(key)
+        if value is not None and not (isinstance(value, str) and 0 < len(value) <= 4096):
+            raise RigError(f"{path}: model.{key}: expected a file path, got {excerpt(value)}")
     config = load_config(resolve(str(model["config"])))
     rate = config.sample_rate
 
     engine = dict(_check_keys(f"{path}: engine", data.get("engine"), ENGINE_KEYS))
+    for key in ("preset", "device", "precision", "residual"):
+        if key in engine:
+            _short_text(f"{path}: engine.{key}", engine[key])
+    if data.get("output") is not None:
+        _short_text(f"{path}: output", data["output"])
     preset = engine.pop("preset", DEFAULT_PRESET)  # checked by the separator (its error names the file)
     kwargs: dict[str, Any] = {}
     for key in ("window", "hop", "lookahead", "compute_allowance"):
@@ -224,7 +241,8 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
         kwargs["crossfade"] = None  # the preset's crossfade may not fit the new lengths: the engine's default does
     residual = engine.pop("residual", DEFAULT_RESIDUAL)
     if residual is not None and residual is not DEFAULT_RESIDUAL and (not isinstance(residual, str) or not residual):
-        raise RigError(f"{path}: engine.residual: expected a stem name, 'spread' or null (no residual), got {residual!r}")
+        raise RigError(f"{path}: engine.residual: expected a stem name, 'spread' or null (no residual), "
+                       f"got {excerpt(residual)}")
     kwargs.update(engine)  # device, precision
     try:
         stems = separator_stems(config.stems, residual)
@@ -250,13 +268,13 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
             spec.stem_effects[stem] = pedalboard.Pedalboard(
                 [build_plugin(f"{where}.effects[{i}]", e) for i, e in enumerate(effects)])
     for bus, controls in buses_cfg.items():
-        spec.bus_controls[str(bus)] = _bus_controls(f"{path}: buses.{bus}", controls, stems)
+        spec.bus_controls[str(bus)] = _bus_controls(f"{path}: buses.{_name(bus)}", controls, stems)
     scenes = data.get("scenes") or {}
     if not isinstance(scenes, dict):
         raise RigError(f"{path}: scenes: expected a mapping of scene name to controls, e.g. karaoke: {{vocals: "
                        "{mute: true}}")
     for name, scene in scenes.items():
-        where = f"{path}: scenes.{name}"
+        where = f"{path}: scenes.{_name(name)}"
         scene = _check_keys(where, scene, set(stems) | {"buses"})
         result = Scene(str(name))
         first = {stem: _controls(f"{where}.{stem}", _check_keys(f"{where}.{stem}", values, CONTROL_KEYS))
@@ -265,7 +283,7 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
             result.buses[spec.buses[0]] = {"stems": first}
         others = _check_keys(f"{where}.buses", scene.get("buses"), set(spec.buses))
         for bus, controls in others.items():
-            parsed = _bus_controls(f"{where}.buses.{bus}", controls, stems)
+            parsed = _bus_controls(f"{where}.buses.{_name(bus)}", controls, stems)
             entry = result.buses.setdefault(str(bus), {})
             entry.setdefault("stems", {}).update({k: v for k, v in parsed.items() if k in stems})
             entry.update({k: v for k, v in parsed.items() if k not in stems})

@@ -14,6 +14,8 @@ demo candidate moved up to 0.74 dB between checkpoints 300 steps apart, its aver
 Output: ``OUT/model.ckpt`` (a plain state_dict, the best validation score so far) and
 ``OUT/config.yaml`` (the MSST-format config), which ``separate``, ``eval`` and the streaming engine
 load like any community checkpoint; ``OUT/last.ckpt`` holds the training state for ``--resume``.
+Every output file is written under a temporary name (``NAME.part``), flushed to the disk (fsync) and
+renamed: a run killed or out of disk space while saving leaves the previous complete file.
 """
 from __future__ import annotations
 
@@ -196,7 +198,8 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
         else:  # a run that trained without the average so far: it starts from the weights now
             log.info("the weights' average starts at step %d", step)
     scored = average.model if average is not None else model  # what validation scores and model.ckpt holds
-    shutil.copyfile(config_path, os.path.join(out_dir, "config.yaml"))
+    with open(config_path, "rb") as fh:
+        _write_atomic(os.path.join(out_dir, "config.yaml"), lambda out: shutil.copyfileobj(fh, out))
     length = int(opts.segment_seconds * rate)
     bar = tqdm(total=opts.steps, initial=step, desc="training", unit="step", disable=not progress)
     t0, losses = time.perf_counter(), []
@@ -234,23 +237,60 @@ def train(model: torch.nn.Module, config: Config, config_path: str, train_dirs: 
             score = entry.get("gain_mean", -entry["loss"])
             if best is None or score > best:
                 best = score
-                torch.save(scored.state_dict(), os.path.join(out_dir, "model.ckpt"))
+                save_checkpoint(scored.state_dict(), os.path.join(out_dir, "model.ckpt"))
             tqdm.write(" ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
             _save_state(last_path, model, optim, step, best, history, opts, average)
-            with open(os.path.join(out_dir, "history.json"), "w") as fh:
-                json.dump(history, fh, indent=1)
+            text = json.dumps(history, indent=1).encode()
+            _write_atomic(os.path.join(out_dir, "history.json"), lambda out: out.write(text))
     bar.close()
     return {"best": best, "history": history, "step": step, "stopped_early": stopped_early}
 
 
 def _save_state(path: str, model, optim, step: int, best, history: list, opts: TrainOptions,
                 average: WeightAverage | None = None) -> None:
-    """last.ckpt for --resume, written under a temporary name and renamed: a run killed while saving
-    keeps the previous state."""
-    tmp = path + ".part"
+    """last.ckpt for --resume, written as :func:`save_checkpoint` writes: a run killed while saving keeps
+    the previous state."""
     state = {"model": model.state_dict(), "optimizer": optim.state_dict(), "step": step, "best": best,
              "history": json.dumps(history), "options": json.dumps(asdict(opts))}
     if average is not None:
         state["ema"] = average.state_dict()
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(state, path)
+
+
+def _write_atomic(path: str, write) -> None:
+    """``write(file)`` into ``path + ".part"``, flushed to the disk (fsync), then renamed over ``path`` and the
+    folder synced: ``path`` is always either the old file or the complete new one, even after a crash, a
+    kill or a full disk. A failed write removes the partial file and raises."""
+    tmp = path + ".part"
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        cause = exc
+        while cause is not None and not isinstance(cause, OSError):   # torch wraps a failed write
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None and cause is not exc:
+            raise OSError(cause.errno, cause.strerror or str(cause), path) from exc
+        raise
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(obj, path: str) -> None:
+    """``torch.save(obj, path)`` under a temporary name, fsynced and renamed (see :func:`_write_atomic`)."""
+    _write_atomic(path, lambda fh: torch.save(obj, fh))

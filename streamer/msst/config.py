@@ -11,7 +11,9 @@ integer (``0`` is refused, not read as "default"); booleans (``training.use_amp`
 ``inference.normalize``, ``model.stereo`` ...) must be YAML booleans (the string ``"false"`` is
 refused, not read as true); ``training.instruments`` must be a list of distinct stem names (a bare
 string such as ``instruments: vocals`` is refused: MSST itself would iterate its letters; write
-``[vocals]``) and ``training.target_instrument`` a stem name.
+``[vocals]``) and ``training.target_instrument`` a stem name. The file is read by
+:func:`streamer.msst.yamlsafe.load_yaml` (size, alias and nesting limits; ``!!python/tuple`` allowed),
+and values are quoted in messages as short excerpts.
 """
 from __future__ import annotations
 
@@ -21,9 +23,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
+from .yamlsafe import excerpt, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +88,6 @@ EXPERIMENTAL_FEATURES = {"use_value_residual_learning": False, "num_residual_str
 BOOL_KEYS = ("stereo", "stft_normalized", "zero_dc", "skip_connection", "match_input_audio_length")
 
 
-class _TupleLoader(yaml.SafeLoader):
-    """SafeLoader that also understands the ``!!python/tuple`` tags MSST configs use."""
-
-
-def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple:
-    return tuple(loader.construct_sequence(node, deep=True))
-
-
-_TupleLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
-
-
 @dataclass
 class Config:
     """A parsed config. ``model`` holds the constructor keywords (runtime-only keys removed)."""
@@ -136,20 +126,9 @@ class Config:
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The config file's data (``!!python/tuple`` included), read within :mod:`.yamlsafe`'s limits."""
     path = os.fspath(path)
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            data = yaml.load(fh, Loader=_TupleLoader)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not a YAML config: it is not text (a binary file such as audio or a "
-                          "checkpoint?)") from exc
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(l.strip() for l in first[:3])}") from exc
+    data = load_yaml(path, "config file", error=ConfigError, python_tuples=True)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'model' section, got {type(data).__name__}")
     return data
@@ -173,7 +152,7 @@ def normalize_model_type(name: str, where: str) -> str:
     if key in EXPERIMENTAL_TYPES:
         return key
     raise ConfigError(
-        f"{where}: model type '{name}' is not supported; accepted: "
+        f"{where}: model type {excerpt(name)} is not supported; accepted: "
         f"{', '.join(MODEL_TYPES + tuple(EXPERIMENTAL_TYPES))}"
     )
 
@@ -194,11 +173,11 @@ def clean_model_kwargs(model: dict[str, Any], model_type: str, where: str = "con
         elif key in EXPERIMENTAL_FEATURES:
             if value not in (None, False, 0, EXPERIMENTAL_FEATURES[key]):
                 raise ConfigError(
-                    f"{where}: model.{key}={value!r} (an experimental-variant feature) is not supported"
+                    f"{where}: model.{key}={excerpt(value)} (an experimental-variant feature) is not supported"
                 )
         elif key == "use_pope":
             if value is not None and not isinstance(value, bool):
-                raise ConfigError(f"{where}: model.use_pope must be true or false, got {value!r}")
+                raise ConfigError(f"{where}: model.use_pope must be true or false, got {excerpt(value)}")
             if value:
                 raise ConfigError(f"{where}: model.use_pope=True (PoPE positions) is not supported; RoPE only")
         else:
@@ -206,7 +185,7 @@ def clean_model_kwargs(model: dict[str, Any], model_type: str, where: str = "con
     if unknown:
         raise ConfigError(
             f"{where}: unknown model key{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(k) for k in unknown)} for {base_type}; accepted: "
+            f"{_some(unknown)} for {base_type}; accepted: "
             f"{', '.join(sorted(accepted))} (runtime-only keys {', '.join(sorted(RUNTIME_KEYS))} are ignored)"
         )
     for required in ("dim", "depth"):
@@ -225,7 +204,7 @@ def _check_values(kw: dict[str, Any], model_type: str, where: str) -> None:
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
             need = "a non-negative integer" if allow_zero else "a positive integer"
-            raise ConfigError(f"{where}: model.{name} must be {need}, got {v!r}")
+            raise ConfigError(f"{where}: model.{name} must be {need}, got {excerpt(v)}")
 
     for name in ("dim", "depth", "num_stems", "dim_head", "heads", "stft_n_fft", "stft_hop_length",
                  "stft_win_length", "mask_estimator_depth", "mlp_expansion_factor", "num_bands", "sample_rate"):
@@ -253,7 +232,13 @@ def _check_values(kw: dict[str, Any], model_type: str, where: str) -> None:
 
 
 def _shown(value: Any) -> str:
-    return f"{value!r} (a string)" if isinstance(value, str) else repr(value)
+    return f"{excerpt(value)} (a string)" if isinstance(value, str) else excerpt(value)
+
+
+def _some(keys: list, most: int = 5) -> str:
+    """The first few keys, each as a short excerpt, and how many more there are."""
+    shown = ", ".join(excerpt(k) for k in keys[:most])
+    return shown + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 def _positive_int(where: str, key: str, value: Any) -> int:
@@ -286,7 +271,7 @@ def _stem_names(where: str, value: Any) -> list[str]:
         hint = f"; write [{value}] for one stem" if isinstance(value, str) else ""
         raise ConfigError(f"{where}: training.instruments must be a list of stem names, got {_shown(value)}{hint}")
     if len(set(value)) != len(value):
-        raise ConfigError(f"{where}: training.instruments names a stem twice: {list(value)}")
+        raise ConfigError(f"{where}: training.instruments names a stem twice: {excerpt(list(value))}")
     return list(value)
 
 
@@ -338,12 +323,13 @@ def config_from_dict(data: dict[str, Any], model_type: str | None = None, path: 
         stems = [target]
         if num_stems != 1:
             raise ConfigError(
-                f"{where}: training.target_instrument={target!r} means one output, but model.num_stems={num_stems}"
+                f"{where}: training.target_instrument={excerpt(target)} means one output, "
+                f"but model.num_stems={num_stems}"
             )
     elif instruments:
         if len(instruments) != num_stems:
             raise ConfigError(
-                f"{where}: training.instruments lists {len(instruments)} stems {instruments} but "
+                f"{where}: training.instruments lists {len(instruments)} stems {excerpt(instruments)} but "
                 f"model.num_stems={num_stems}; they must match (or set training.target_instrument)"
             )
         stems = list(instruments)

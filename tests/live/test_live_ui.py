@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pathlib
 import re
 
 import numpy as np
@@ -16,6 +17,8 @@ from textual.geometry import Region
 
 from bridge.live.ui import MixerApp
 from bridge.mix.mixer import StemMixer
+
+REPO_RIGS = pathlib.Path(__file__).resolve().parents[2] / "configs" / "rigs"
 
 STEMS = ["vocals", "drums", "bass", "other"]
 BUSES = ("main", "monitor")
@@ -399,3 +402,62 @@ def test_any_stem_and_bus_names_and_more_stems_than_digits():
         assert shown(app, "label s10").startswith("    s10")  # no digit reaches the tenth stem
 
     drive(script, view=OddView(), size=(80, 24))
+
+
+def screen_row(app, y: int) -> str:
+    """The text of screen row ``y``, put together from the widgets that paint it."""
+    width = app.screen.size.width
+    row = [" "] * width
+    seen = []
+    for x in range(width):
+        try:
+            widget, _ = app.screen.get_widget_at(x, y)
+        except Exception:  # noqa: BLE001 - nothing painted there
+            continue
+        if any(widget is w for w in seen):
+            continue
+        seen.append(widget)
+        region = widget.region
+        line = widget.render_lines(Region(0, y - region.y, region.width, 1))[0].text
+        for i, ch in enumerate(line[:region.width]):
+            if 0 <= region.x + i < width:
+                row[region.x + i] = ch
+    return "".join(row)
+
+
+@pytest.mark.parametrize("width", [80, 110, 160])
+def test_every_meter_column_has_its_bus_named_above_it(width):
+    """Issue 28 item 12: with the karaoke rig (two buses) at 110 columns the heading named each bus over its
+    peak meter only, so the rms meters read as a third, nameless bus column of -inf meters."""
+    from bridge.plugin.rig import load_rig
+
+    rig = load_rig(REPO_RIGS / "karaoke.yaml")
+
+    class RigView(View):
+        def __init__(self):
+            super().__init__()
+            self.mixer = StemMixer(rig.config.stems, RATE, buses=rig.buses)
+
+    async def script(app, pilot, view):
+        view.mixer.buses["main"].stems["vocals"].mute = True
+        play(view.mixer, "drums")
+        await settle(pilot, app)
+        first = rig.config.stems[0]
+        header_y = app.stem_meter(first, rig.buses[0]).region.y - 1
+        header = screen_row(app, header_y)
+        halves = 0
+        for bus in rig.buses:
+            meter = app.stem_meter(first, bus)
+            text = shown(app, f"meter {first} {bus}")
+            start = 0
+            for half, number in zip(("peak", "rms"), re.finditer(r"-inf|[+-]?\d+\.\d", text)):
+                above = header[meter.region.x + start:meter.region.x + number.end()].strip()
+                assert above.endswith(half) and (above.startswith(f"{bus} ") or above.startswith(bus[:3])), \
+                    (width, bus, half, above, header)
+                start = number.end() + 1
+                halves += 1
+        assert halves == 2 * len(rig.buses)
+        # one heading per meter half and no other: no bus column without a meter, no meter without its bus
+        assert header.count("peak") == header.count("rms") == len(rig.buses), header
+
+    drive(script, view=RigView(), size=(width, 30))

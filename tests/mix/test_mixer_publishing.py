@@ -81,9 +81,9 @@ def test_hammered_controls_converge_to_the_final_targets():
     assert mixer._version == 3 * 3000
     assert blocks_during >= 50 and pickups >= 50  # blocks really ran while targets kept changing
 
-    # no more changes: after enough samples for every gain to ramp to its target, all are exact
+    # no more changes: one ramp time after the last pickup every gain is exactly on its target
     expected = final_targets(mixer)
-    samples = math.ceil(float(np.abs(mixer._current - expected).max()) / float(mixer.step)) + 1
+    samples = mixer.ramp_samples + 1
     for _ in range(samples // block + 1):
         mixer.process(stems, out)
         assert np.isfinite(out).all()
@@ -97,12 +97,12 @@ def test_hammered_controls_converge_to_the_final_targets():
 
 
 def test_a_change_takes_effect_at_the_next_block_boundary_once():
-    mixer = StemMixer(STEMS, RATE, ramp_ms=1.0)  # 44.1 samples per unit of gain
+    mixer = StemMixer(STEMS, RATE, ramp_ms=1.0)  # every change ramps over 44 samples
     rng = np.random.default_rng(1)
     n = 64
     blocks = [(rng.standard_normal((len(STEMS), 2, n)) * 0.1).astype(F32) for _ in range(5)]
     out = np.zeros((1, 2, n), F32)
-    step = mixer.step
+    assert mixer.ramp_samples == 44
 
     mixer.process(blocks[0], out)
     np.testing.assert_array_equal(out[0], expected_mix(blocks[0], np.ones((4, 1, 1), F32)))
@@ -118,11 +118,11 @@ def test_a_change_takes_effect_at_the_next_block_boundary_once():
     # the next block ramps the drums down from its very first sample
     mixer.process(blocks[1], out)
     assert mixer._applied == 1
-    ramp = np.empty(n, F32)
-    g = F32(1.0)
-    for i in range(n):
-        g = max(F32(0.0), F32(g - step))
-        ramp[i] = g
+    ramp = np.zeros(n, F32)
+    g, step = F32(1.0), (F32(0.0) - F32(1.0)) / F32(44)
+    for i in range(43):
+        g = F32(g + step)
+        ramp[i] = g                          # and exactly 0 from the 44th sample on
     assert ramp[0] < 1 and ramp[-1] == 0  # the ramp starts at once and ends within the block
     gains = np.ones((4, 1, n), F32)
     gains[1, 0] = ramp
