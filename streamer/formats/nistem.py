@@ -287,6 +287,44 @@ def write_stem_file(path: str | os.PathLike, mix, stems: Mapping[str, np.ndarray
     """
     path = os.fspath(path)
     chosen = match_stems(list(stems), order)
+    codec, bits, kbps, rate, out_rate = _check_settings(codec, bits, kbps, rate, out_rate, names)
+    _check_folder(path)
+    ffmpeg_path, _ = find_ffmpeg(ffmpeg, "ffprobe")
+    master = _prepare(mix, rate, out_rate, None, "mix")
+    frames = master.shape[1]
+    tracks = [master] + [_prepare(stems[s], rate, out_rate, frames, f"stem {s}") for s in chosen]
+    metadata = stem_metadata(list(names) if names is not None else [display_name(s) for s in chosen])
+    return _encode(path, ffmpeg_path, tracks, out_rate, codec, bits, kbps, metadata, tags)
+
+
+def write_stem_file_from_files(path: str | os.PathLike, mix: str | os.PathLike, stems: Mapping[str, str], *,
+                               order: str | Sequence[str] | None = None, codec: str = "aac", bits: int = 16,
+                               kbps: int = DEFAULT_AAC_KBPS, out_rate: int | None = DEFAULT_RATE,
+                               tags: Mapping[str, str] | None = None, names: Sequence[str] | None = None,
+                               ffmpeg: str = "ffmpeg") -> str:
+    """As :func:`write_stem_file`, with the mix and the stems given as audio files (any format ffmpeg
+    reads) that ffmpeg reads itself: memory stays small whatever the length (a three-hour DJ set). Each
+    track is made stereo (mono doubled, more channels mixed down by ffmpeg) at ``out_rate`` (None: the
+    mix file's rate); the stems are cut or padded with silence to the mix's length."""
+    path = os.fspath(path)
+    chosen = match_stems(list(stems), order)
+    for where, file in [("mix", mix)] + [(f"stem {s}", stems[s]) for s in chosen]:
+        if not os.path.isfile(os.fspath(file)):
+            raise AudioError(f"{where}: audio file not found: {os.fspath(file)}")
+    ffmpeg_path, ffprobe_path = find_ffmpeg(ffmpeg, "ffprobe")
+    if out_rate is None:
+        streams = probe_audio_streams(mix, ffprobe_path)
+        if not streams or not int(streams[0].get("sample_rate") or 0):
+            raise AudioError(f"{os.fspath(mix)}: no audio stream with a sample rate")
+        out_rate = int(streams[0]["sample_rate"])
+    codec, bits, kbps, _, out_rate = _check_settings(codec, bits, kbps, out_rate, out_rate, names)
+    _check_folder(path)
+    tracks = [os.fspath(mix)] + [os.fspath(stems[s]) for s in chosen]
+    metadata = stem_metadata(list(names) if names is not None else [display_name(s) for s in chosen])
+    return _encode(path, ffmpeg_path, tracks, out_rate, codec, bits, kbps, metadata, tags)
+
+
+def _check_settings(codec, bits, kbps, rate, out_rate, names) -> tuple[str, int, int, int, int]:
     codec = str(codec).lower()
     if codec not in CODECS:
         raise SettingsError(f"stem file codec must be one of {', '.join(CODECS)}, not {codec!r}")
@@ -305,22 +343,40 @@ def write_stem_file(path: str | os.PathLike, mix, stems: Mapping[str, np.ndarray
     out_rate = rate if out_rate is None else int(out_rate)
     if rate <= 0 or out_rate <= 0:
         raise SettingsError(f"bad sample rate {rate if rate <= 0 else out_rate}")
+    return codec, bits, kbps, rate, out_rate
+
+
+def _check_folder(path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise AudioError(f"cannot write {path}: folder {folder} does not exist")
-    ffmpeg_path, _ = find_ffmpeg(ffmpeg, "ffprobe")
 
-    master = _prepare(mix, rate, out_rate, None, "mix")
-    frames = master.shape[1]
-    tracks = [master] + [_prepare(stems[s], rate, out_rate, frames, f"stem {s}") for s in chosen]
-    metadata = stem_metadata(list(names) if names is not None else [display_name(s) for s in chosen])
 
+def _encode(path: str, ffmpeg_path: str, tracks: list, out_rate: int, codec: str, bits: int, kbps: int,
+            metadata: dict, tags: Mapping[str, str] | None) -> str:
+    """ffmpeg encodes ``tracks`` (arrays (2, n) at ``out_rate``, fed through pipes; or file paths it
+    reads itself) into a temporary file; then the tags, the NI box and the track flags; then the rename."""
     cmd = [ffmpeg_path, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
-    pipes = [os.pipe() for _ in tracks]
-    for r, _ in pipes:
-        cmd += ["-f", "f32le", "-ar", str(out_rate), "-ac", "2", "-i", f"pipe:{r}"]
-    for i in range(len(tracks)):
-        cmd += ["-map", f"{i}:a"]
+    arrays = [t for t in tracks if not isinstance(t, str)]
+    pipes = [os.pipe() for _ in arrays]
+    feeds = iter(pipes)
+    for track in tracks:
+        if isinstance(track, str):
+            cmd += ["-i", track]
+        else:
+            cmd += ["-f", "f32le", "-ar", str(out_rate), "-ac", "2", "-i", f"pipe:{next(feeds)[0]}"]
+    for i, track in enumerate(tracks):
+        cmd += ["-map", f"{i}:a:0"]
+    # every track stereo at the output rate; the stems no longer than the mix (apad + the shortest end
+    # would need a filter graph; -t with the mix's duration is applied below for file inputs)
+    files = [i for i, t in enumerate(tracks) if isinstance(t, str)]
+    if files:
+        cmd += ["-ac", "2"]
+        mix_seconds = _seconds_of(tracks[0]) if isinstance(tracks[0], str) else None
+        if mix_seconds is not None:
+            for i in range(1, len(tracks)):
+                cmd += [f"-filter:a:{i}", "apad"]
+            cmd += ["-t", f"{mix_seconds:.9f}"]
     if codec == "aac":
         cmd += ["-c:a", "aac", "-b:a", f"{int(kbps)}k"]
     else:
@@ -350,7 +406,7 @@ def write_stem_file(path: str | os.PathLike, mix, stems: Mapping[str, np.ndarray
                 os.close(r)
         writers = [w for _, w in pipes]
         pipes = []
-        for audio in tracks:
+        for audio in arrays:
             w = writers.pop(0)
             t = threading.Thread(target=_feed, args=(w, audio, errors), daemon=True, name="stem-feed")
             try:
@@ -461,6 +517,22 @@ def _duration(stream: dict, rate: int) -> int | None:
     if num <= 0 or den <= 0 or ticks <= 0:
         return None
     return round(ticks * num * rate / den)
+
+
+def _seconds_of(path: str) -> float | None:
+    """The duration of a file's first audio stream in seconds (exact where ffprobe gives its sample
+    count), or None when unknown."""
+    streams = probe_audio_streams(path)
+    if not streams:
+        return None
+    rate = int(streams[0].get("sample_rate") or 0)
+    samples = _duration(streams[0], rate) if rate > 0 else None
+    if samples:
+        return samples / rate
+    try:
+        return float(streams[0]["duration"])
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _drain(fd: int, out: list, index: int) -> None:
