@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	# torch first, pinned, so nothing later can pull a different build
 	$(PY) -m pip install torch==$(TORCH_VERSION)
-	$(PY) -m pip install -e '.[dev,cluster]'
+	$(PY) -m pip install -e '.[dev,cluster,serve]'
 	touch $(STAMP)
 
 install: $(STAMP) live-deps

@@ -37,7 +37,7 @@ from .settings import DEFAULT_PRESET, StreamSettings, WorkerSettings, preset_set
 if TYPE_CHECKING:
     from ..msst.config import Config
 
-WORKER_KINDS = ("thread", "process")
+WORKER_KINDS = ("thread", "process", "remote")
 
 
 class StreamEngine:
@@ -60,7 +60,8 @@ class StreamEngine:
             and in what precision ("fp32"; on CUDA "bf16" (default) or "fp16" autocast).
         realtime: run inference on a worker and never wait for it.
         worker: "thread" or "process" (real-time mode only). See the README for the measurement
-            behind the default.
+            behind the default. "remote": the windows run on a separation service, ``remote`` says
+            which (``streamer.remote.RemoteLink``; ``model`` may then be None).
         compute_allowance: real-time mode: samples of extra latency that give each window time to
             compute (default: one hop). It must exceed the inference time plus one audio block.
         fade_ms: real-time mode: how fast separation fades back in after a missed hop.
@@ -72,6 +73,8 @@ class StreamEngine:
             ``stats["backend"]`` tells which runs.
         max_restarts: real-time mode: how often a worker that died is restarted (see
             ``streamer.stream.supervisor``); the audio plays the dry input meanwhile.
+        remote: with ``worker="remote"``: an object whose ``make_host(buffers, worker_settings,
+            residual)`` makes the host (``streamer.remote.RemoteLink``).
     """
 
     def __init__(self, model: torch.nn.Module, stems: Sequence[str], sample_rate: int, window: int, hop: int,
@@ -80,7 +83,7 @@ class StreamEngine:
                  worker: str = "process", compute_allowance: int | None = None, fade_ms: float = 5.0,
                  threads: int | None = None, channels: int | None = None, cuda_graph: bool | None = None,
                  backend: str = "torch",
-                 max_restarts: int = DEFAULT_MAX_RESTARTS):
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, remote=None):
         self.model = model
         self.model_stems = [str(s) for s in stems]
         if not self.model_stems or len(set(self.model_stems)) != len(self.model_stems):
@@ -101,7 +104,9 @@ class StreamEngine:
         if backend not in BACKENDS:
             raise SettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if worker not in WORKER_KINDS:
-            raise SettingsError(f"worker must be 'thread' or 'process', got {worker!r}")
+            raise SettingsError(f"worker must be 'thread', 'process' or 'remote', got {worker!r}")
+        if (worker == "remote") != (remote is not None) or (remote is not None and not self.realtime):
+            raise SettingsError("a remote worker needs realtime=True, worker='remote' and remote= (the service)")
         self.worker_kind = worker
         if compute_allowance is None:
             compute_allowance = self.settings.default_allowance if self.realtime else 0
@@ -127,7 +132,8 @@ class StreamEngine:
         self.buffers.clear_stream()
         self.buffers.clear_counters()
         rt.warm_up()
-        self._host = make_host(host_kind, self.buffers, tensors, model, self.worker_settings, threads)
+        self._host = make_host(host_kind, self.buffers, tensors, model, self.worker_settings, threads, remote=remote,
+                               residual=residual)
         if self._host.worker is not None:
             self.model = self._host.worker.runner.model  # moved to the device
         if max_restarts < 0:
@@ -192,6 +198,7 @@ class StreamEngine:
             "worker_restarts": self._supervisor.restarts,
             "worker_given_up": self._supervisor.given_up,
             "error": b.error_message() or self._supervisor.last_cause,
+            **({"remote": self._host.remote_stats()} if hasattr(self._host, "remote_stats") else {}),
         }
 
     # ------------------------------------------------------------------ worker lifetime

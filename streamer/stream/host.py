@@ -27,7 +27,7 @@ from .settings import WorkerSettings
 from .share import share_model, unshare_model
 from .worker import WindowWorker, build_worker, serve_guarded
 
-HOST_KINDS = ("inline", "thread", "process")
+HOST_KINDS = ("inline", "thread", "process", "remote")
 STOP_GRACE_SECONDS = 1.0   # how long stop() lets a worker finish its window before killing it
 MAIN_GUARD_HINT = ("the worker process re-imports the script that started it: put the code that starts streaming "
                    "under `if __name__ == \"__main__\":` (or use worker=\"thread\")")
@@ -281,10 +281,13 @@ class ProcessHost(_ServingHost):
 
 
 def make_host(kind: str, buffers: SharedBuffers, tensors: dict[str, torch.Tensor], model,
-              settings: WorkerSettings, threads: int | None = None) -> InlineHost | ThreadHost | ProcessHost:
-    """The host of ``kind`` ("inline", "thread" or "process"); in-process workers are built (and warmed
-    up) here, a process worker when it starts. ``threads``: torch threads for a thread host (a
-    process worker uses ``settings.threads``)."""
+              settings: WorkerSettings, threads: int | None = None, remote=None, residual: str | None = None):
+    """The host of ``kind`` ("inline", "thread", "process" or "remote"); in-process workers are built (and
+    warmed up) here, a process worker when it starts. ``threads``: torch threads for a thread host (a
+    process worker uses ``settings.threads``). "remote": ``remote.make_host(buffers, settings, residual)``
+    (``streamer.remote.RemoteLink``: the windows run on a separation service)."""
+    if kind == "remote":
+        return remote.make_host(buffers, settings, residual)
     if kind == "inline":
         return InlineHost(buffers, model, settings)
     if kind == "thread":
