@@ -50,6 +50,18 @@ def register(sub) -> None:
                             "CPU bf16 runs where the CPU has it natively; int8: the ONNX Runtime core with int8 "
                             "matrix products (CPU, --backend onnx or auto)")
     add_backend_arg(model)
+    model.add_argument("--remote", metavar="URL",
+                       help="run the model on a separation service (stemstream serve): ws://HOST:PORT[/stream], "
+                            "instead of --config/--rig; the audio side stays here and never waits")
+    model.add_argument("--token", default=None,
+                       help="the service's token (default: $STEMSTREAM_TOKEN)")
+    model.add_argument("--model-name", default=None, metavar="NAME",
+                       help="with --remote: which of the service's models (default: its only one)")
+    model.add_argument("--network-allowance", type=number(0.0, 10000.0, zero=True), default=None, metavar="MS",
+                       help="with --remote: time allowed for the network round trip, in ms, added to the latency "
+                            "(default: twice the worst round trip measured at connect time, plus 5 ms)")
+    model.add_argument("--wire", choices=["fp32", "fp16"], default="fp32",
+                       help="with --remote: audio on the wire as fp32 (default) or fp16 (half the bytes)")
     eng = lv.add_argument_group("engine (a preset, or explicit lengths as in a rig's engine section)")
     eng.add_argument("--latency", choices=["low", "balanced", "offline-exact"], default=None,
                      help="latency preset (default: the rig's, else balanced)")
@@ -139,6 +151,12 @@ def build_separator(args: argparse.Namespace):
     from streamer.inference.loader import load_model
     from streamer.msst.config import load_config
 
+    if args.remote:
+        return _remote_separator(args)
+    for flag in ("model_name", "network_allowance"):
+        if getattr(args, flag) is not None:
+            raise SettingsError(f"--{flag.replace('_', '-')} goes with --remote")
+
     if args.rig and args.config:
         raise SettingsError("give the model as --rig RIG.yaml, or as --config MODEL.yaml --checkpoint MODEL.ckpt, "
                             "not both")
@@ -182,6 +200,55 @@ def build_separator(args: argparse.Namespace):
             info["weights"] = "random (--checkpoint random): not a separation"
     _apply_mixer_flags(sep, args)
     return sep, info
+
+
+def _remote_separator(args: argparse.Namespace):
+    """The separator whose model runs on a separation service (``--remote``)."""
+    from bridge.plugin.separator import StemSeparator
+    from streamer.errors import SettingsError
+
+    given = [f for f in ("rig", "config", "checkpoint", "device", "precision", "model_type", "latency", "window")
+             if getattr(args, f, None) is not None]
+    if given:
+        raise SettingsError(f"--remote runs the service's model: drop --{given[0].replace('_', '-')} (the service "
+                            "sets the model, its window and precision; --hop and --lookahead may be given)")
+    token = args.token or os.environ.get("STEMSTREAM_TOKEN")
+    if not token:
+        raise SettingsError("--remote needs the service's token: --token T or $STEMSTREAM_TOKEN")
+    buses = [b.strip() for b in args.buses.split(",")] if args.buses else ["main"]
+    if not all(buses) or len(set(buses)) != len(buses):
+        raise SettingsError(f"--buses {args.buses}: expected distinct names separated by commas")
+    try:
+        from streamer.remote.host import RemoteLink
+    except ImportError as exc:
+        raise SettingsError(f"--remote needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
+    served, _ = RemoteLink(args.remote, token, args.model_name, args.wire).probe(pings=1)
+    overrides: dict = {"wire": args.wire}
+    if args.model_name:
+        overrides["model"] = args.model_name
+    residual = residual_value(args.residual) if args.residual is not None else None
+    kwargs = {} if args.residual is None else {"residual": residual}
+    sep = StemSeparator(remote=args.remote, token=token, buses=buses, **kwargs, **overrides,
+                        **_remote_lengths(args, served.sample_rate))
+    _apply_mixer_flags(sep, args)
+    link = sep.engine
+    info = {"remote": args.remote, "model": args.model_name, "config": None, "checkpoint": None,
+            "wire": args.wire, "round_trips_ms": [round(t, 2) for t in getattr(link, "round_trips_ms", [])],
+            "network_allowance_ms": round(1000.0 * (sep.engine.compute_allowance - sep.engine.hop)
+                                          / sep.sample_rate, 1)}
+    return sep, info
+
+
+def _remote_lengths(args: argparse.Namespace, rate: int) -> dict:
+    """--hop/--lookahead (seconds) and --network-allowance (ms) in samples at the served model's rate."""
+    out: dict = {}
+    for key in ("hop", "lookahead"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = int(round(value * rate))
+    if args.network_allowance is not None:
+        out["network_allowance"] = int(round(args.network_allowance / 1000.0 * rate))
+    return out
 
 
 def _apply_mixer_flags(sep, args: argparse.Namespace) -> None:
@@ -272,7 +339,7 @@ def _live(args: argparse.Namespace, signals) -> int:
     in_channels = parse_channels(args.in_channels) if args.in_channels else None
     if args.record:
         check_folder(args.record)   # before the model loads: a take there is refused (a killed one recovered)
-    has_model = bool(args.rig or args.config or args.checkpoint)
+    has_model = bool(args.rig or args.config or args.checkpoint or args.remote)
     stem_file = bool(args.input_file) and is_stem_file(args.input_file)
     input_audio = None
     if stem_file and not has_model:

@@ -646,6 +646,9 @@ def format_summary(s: dict) -> str:
         f"({c['callbacks']} calls)",
         (f"model: none: the stems of {s['model']['stem_file']} play as they are (no separation, zero latency)"
          if s["model"].get("stem_file") else
+         f"model: on the service at {s['model']['remote']} (round trips at connect {s['model'].get('round_trips_ms')} ms, "
+         f"network allowance {s['model'].get('network_allowance_ms')} ms), each window {c['realtime_factor']:.2f}x the hop"
+         if s["model"].get("remote") else
          f"model: {s['engine']['backend']} backend, {s['engine']['precision']} on {s['engine']['device']}, each window "
          f"{c['realtime_factor']:.2f}x the hop" + (f"; input: {s['model']['input']}" if s["model"].get("input") else "")),
     ]

@@ -57,6 +57,28 @@ def deck_names(names: Sequence[str]) -> list[str]:
     return out
 
 
+def remote_separator_engine(url: str, token: str | None, residual, overrides: dict):
+    """A real-time engine whose windows run on the service at ``url`` (``streamer.remote.host``; needs
+    the serve extra). ``overrides``: ``model`` (the served model's name), ``hop``/``lookahead`` in
+    samples (default: the server's), ``network_allowance`` in samples (default: from the round trips
+    measured at connect time), ``wire`` (fp32 or fp16)."""
+    try:
+        from streamer.remote.host import RemoteLink, remote_engine
+    except ImportError as exc:
+        raise SettingsError(f"remote separation needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
+    if not token:
+        raise SettingsError("remote= needs the service's token (token=..., or $STEMSTREAM_TOKEN with the CLI)")
+    known = {"model", "hop", "lookahead", "network_allowance", "wire", "realtime"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SettingsError(f"with remote= the service runs the model: {', '.join(unknown)} cannot be set here")
+    wire = overrides.get("wire", "fp32")
+    info, _ = RemoteLink(url, token, overrides.get("model"), wire).probe(pings=1)   # the served model's stems
+    return remote_engine(url, token, overrides.get("model"), hop=overrides.get("hop"),
+                         lookahead=overrides.get("lookahead"), residual=separator_residual(residual, info.stems),
+                         network_allowance_samples=overrides.get("network_allowance"), wire=wire)
+
+
 class StemHandle:
     """A stem's controls on the first bus, plus its effect chain (shared by all buses)."""
 
@@ -99,11 +121,21 @@ class StemSeparator:
     is_effect = True
     is_instrument = False
 
-    def __init__(self, model, config: Config, latency: str = DEFAULT_PRESET, residual: str | None = DEFAULT_RESIDUAL,
-                 buses: Sequence[str] = ("main",), output: str | None = None, effects_block: int = 256,
-                 ramp_ms: float = 10.0, effects_latency: int | None = None, **engine_overrides: Any):
+    def __init__(self, model=None, config: Config | None = None, latency: str = DEFAULT_PRESET,
+                 residual: str | None = DEFAULT_RESIDUAL, buses: Sequence[str] = ("main",), output: str | None = None,
+                 effects_block: int = 256, ramp_ms: float = 10.0, effects_latency: int | None = None,
+                 remote: str | None = None, token: str | None = None, **engine_overrides: Any):
         if latency not in PRESETS:
             raise SettingsError(f"latency must be one of {', '.join(PRESETS)}, got {latency!r}")
+        if remote is not None:   # the model runs on a separation service (stemstream serve)
+            if model is not None or config is not None:
+                raise SettingsError("give a model and config, or remote= (the service's model), not both")
+            engine = remote_separator_engine(remote, token, residual, engine_overrides)
+            self._setup(engine, None, buses, output, effects_block, ramp_ms, effects_latency)
+            return
+        if model is None or config is None:
+            raise SettingsError("StemSeparator needs a model and its config (or remote=URL, token=...; or "
+                                "StemSeparator.from_config / from_rig / from_stem_file)")
         residual = separator_residual(residual, config.stems)
         engine_overrides.setdefault("realtime", False)
         engine = StreamEngine.from_config(config, model, preset=latency, residual=residual, **engine_overrides)

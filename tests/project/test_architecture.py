@@ -42,7 +42,7 @@ ALLOWED = {
                      "streamer.audio", "streamer.outputs", "streamer.errors", "streamer.assets"),
     "bridge.mix": ("bridge.mix", "streamer.errors", "streamer.audio"),
     "bridge.plugin": ("bridge.plugin", "bridge.mix", "streamer.stream", "streamer.inference", "streamer.msst",
-                      "streamer.formats",
+                      "streamer.formats", "streamer.remote",
                       "streamer.audio", "streamer.errors"),
     "bridge.control": ("bridge.control", "bridge.mix", "streamer.errors"),
     "bridge.live": ("bridge.live", "bridge.control", "bridge.plugin", "bridge.mix", "streamer.audio",

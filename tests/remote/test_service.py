@@ -253,3 +253,43 @@ def test_the_engine_plays_dry_while_the_server_is_down_and_recovers(service):
     assert after["remote"]["reconnects"] >= 1
     assert after["worker_given_up"] is False and after["error"] is None
     assert worst[0] <= 1e-5  # the stems summed to the delayed input throughout, service or not
+
+
+def _live_helpers():
+    import pathlib
+    import sys
+
+    live = str(pathlib.Path(__file__).resolve().parents[1] / "live")
+    if live not in sys.path:
+        sys.path.insert(0, live)
+    import jack_helpers
+    import live_helpers
+
+    return jack_helpers, live_helpers
+
+
+def test_live_remote_records_stems_that_sum_to_the_delayed_input(service, tmp_path):
+    jack_helpers, live_helpers = _live_helpers()
+    if jack_helpers.JACKD is None:
+        pytest.skip("jackd is not installed (make install installs jackd2)")
+    wav = tmp_path / "song.wav"
+    sf.write(wav, song(3.0, seed=2).T, RATE, subtype="FLOAT")
+    with jack_helpers.JackServer(log_dir=str(tmp_path)) as server:
+        r = live_helpers.run_live(server, ["--remote", service["url"], "--token", TOKEN, "--input-file", str(wav),
+                                           "--output", "system", "--no-ui", "--seconds", "2.5",
+                                           "--record", str(tmp_path / "take")])
+        refused = live_helpers.run_live(server, ["--remote", service["url"], "--token", "wrong-token-000",
+                                                 "--input-file", str(wav), "--output", "system", "--no-ui"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "model: on the service at" in r.stdout
+    take = live_helpers.read_take(tmp_path / "take")
+    s, x = take["session"], take["input"]
+    assert s["model"]["remote"] == service["url"] and s["model"]["round_trips_ms"]
+    L = s["latency_samples"]
+    assert L > s["engine"]["hop"] + s["engine"]["lookahead"]      # the network allowance is in the latency
+    assert np.abs(x).max() > 0.1
+    # late or not, the stems add up to the delayed input; nothing engaged: the bus IS the delayed input
+    np.testing.assert_allclose(sum(take["stems"].values()), live_helpers.delayed(x, L), atol=2e-6)
+    np.testing.assert_array_equal(take["buses"]["main"], live_helpers.delayed(x, L))
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ") and "token" in refused.stderr.lower()
