@@ -30,6 +30,67 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(rate)
 
 
+def read_blocks(path: str | os.PathLike, frames: int = 1 << 16):
+    """The file's audio as :func:`read_audio` reads it (the same samples), a block of at most ``frames``
+    at a time: yields (channels, n) float32 arrays, read in sequence (no seeking: compressed formats
+    decode as in one read). The same errors as :func:`read_audio`, also for a file that breaks off."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        handle = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+        raise AudioError(f"cannot read audio {path}: {exc}") from None
+    got = 0
+    with handle:
+        while True:
+            try:
+                block = handle.read(frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+                raise AudioError(f"cannot read audio {path}: {exc}") from None
+            if block.shape[0] == 0:
+                break
+            got += block.shape[0]
+            yield np.ascontiguousarray(block.T)
+    if got == 0:
+        raise AudioError(f"audio file is empty: {path}")
+
+
+def audio_rate(path: str | os.PathLike) -> tuple[int, int]:
+    """(sample rate, channels) of an audio file, with :func:`read_audio`'s errors."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+        raise AudioError(f"cannot read audio {path}: {exc}") from None
+    return int(info.samplerate), int(info.channels)
+
+
+class Resampler:
+    """:func:`resample` a block at a time: the blocks' outputs joined are :func:`resample` of the blocks
+    joined, sample for sample (soxr's stream, the same filter as its one-shot call); ``flush()`` at the end."""
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int):
+        self.same = rate_in == rate_out
+        self.stream = None if self.same else soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32",
+                                                                 quality="HQ")
+        self.channels = channels
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        if self.same:
+            return block
+        out = self.stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32), last=False)
+        return np.ascontiguousarray(out.T, dtype=np.float32)
+
+    def flush(self) -> np.ndarray:
+        if self.same:
+            return np.zeros((self.channels, 0), np.float32)
+        out = self.stream.resample_chunk(np.zeros((0, self.channels), np.float32), last=True)
+        return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
 def read_audio_bytes(data: bytes, where: str) -> tuple[np.ndarray, int]:
     """:func:`read_audio` of a file's contents (the same samples): (channels, samples) float32 and
     its sample rate. ``where`` names the file in errors."""

@@ -327,6 +327,26 @@ class AtomicFolder(_AllOrNothing):
 
     def write(self, path: str, audio: np.ndarray, rate: int, subtype: str | None = None) -> None:
         """Writes ``path`` (a file directly inside ``folder``) into the temporary folder."""
+        tmp, fmt = self._staged(path)
+        _write_audio(tmp, path, audio, rate, subtype, fmt)
+        if path not in self._files:
+            self._files.append(path)
+
+    def open(self, path: str, rate: int, channels: int, subtype: str | None = None) -> "StreamedFile":
+        """Opens ``path`` (a file directly inside ``folder``) in the temporary folder to be written a block at
+        a time (:class:`StreamedFile`): the same file as :meth:`write` of the blocks joined. Close it before
+        the folder commits; an abort removes it with the rest."""
+        tmp, fmt = self._staged(path)
+        try:
+            handle = sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype=subtype, format=fmt)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+            raise AudioError(f"cannot write {path}: {exc}") from None
+        if path not in self._files:
+            self._files.append(path)
+        return StreamedFile(handle, path)
+
+    def _staged(self, path: str) -> tuple[str, str]:
+        """The temporary file (created empty) that stands for ``path``, and its format."""
         if os.path.dirname(os.path.abspath(path)) != self.folder:
             raise ValueError(f"{path} is not directly inside {self.folder}")
         name = os.path.basename(path)
@@ -345,9 +365,7 @@ class AtomicFolder(_AllOrNothing):
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666))
         except OSError as exc:
             raise AudioError(f"cannot write {path}: {exc.strerror or exc}") from None
-        _write_audio(tmp, path, audio, rate, subtype, fmt)
-        if path not in self._files:
-            self._files.append(path)
+        return tmp, fmt
 
     def commit(self) -> list[str]:
         if self._staging is None:
@@ -400,6 +418,29 @@ class AtomicFolder(_AllOrNothing):
                 else:
                     _remove(target)
 
+
+
+class StreamedFile:
+    """An audio file of an :class:`AtomicFolder` written a block at a time: ``write`` (channels, n) blocks,
+    then ``close``. Every problem is an AudioError naming the file."""
+
+    def __init__(self, handle: sf.SoundFile, path: str):
+        self._handle = handle
+        self.path = path
+
+    def write(self, audio: np.ndarray) -> None:
+        try:
+            self._handle.write(np.ascontiguousarray(audio.T))
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+            raise AudioError(f"cannot write {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        if self._handle.closed:
+            return
+        try:
+            self._handle.close()
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+            raise AudioError(f"cannot write {self.path}: {exc}") from None
 
 
 def _format_for(ext: str) -> str:

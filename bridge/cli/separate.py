@@ -47,6 +47,9 @@ def register(sub) -> None:
                      help="folders: take the audio files in their subfolders too; the stems keep the "
                           "library's layout (OUT/<path inside the folder>/<stem>.wav)")
     sep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sep.add_argument("--fail-fast", action="store_true",
+                     help="stop at the first file that cannot be separated (default: go on with the others, list "
+                          "every failure at the end and exit with status 1, as --ray always does)")
     ray_group = sep.add_argument_group(
         "cluster (--ray; needs the extra: pip install 'stemstream[cluster]')",
         "Separate on a Ray cluster: a local Ray instance on this machine, or the cluster at ADDRESS "
@@ -63,9 +66,11 @@ def register(sub) -> None:
                            help="CPUs (and torch threads) per worker (default 1)")
     ray_group.add_argument("--gpus-per-worker", type=float, default=0.0,
                            help="GPUs per worker (default 0: CPU workers; 1: one GPU each, 0.5: two per GPU)")
-    ray_group.add_argument("--split-seconds", type=float, default=600.0,
-                           help="files longer than this are split into ranges that separate on different "
-                                "workers and are merged exactly (default 600; 0: never split)")
+    ray_group.add_argument("--split-seconds", type=float, default=60.0,
+                           help="files are separated in ranges of at most this much audio, on different workers, "
+                                "and merged bit for bit as plain separate makes the stems; the driver holds a "
+                                "few ranges at a time, whatever the file's length (default 60; 0: a file in one "
+                                "range, memory growing with its length)")
     sep.set_defaults(func=cmd_separate)
 
     ins = sub.add_parser("inspect", help="describe a checkpoint's architecture (and check it against a config)")
@@ -76,7 +81,7 @@ def register(sub) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    from streamer.errors import AudioError
+    from streamer.errors import AudioError, StemstreamError
     from streamer.inference.demix import RunnerCache
     from streamer.inference.residual import model_residual_index
     from streamer.inference.separate import list_inputs, plan_outputs, separate_file
@@ -99,13 +104,27 @@ def cmd_separate(args: argparse.Namespace) -> int:
         model_residual_index(loaded.config.stems, opts.residual)  # a residual that cannot be made: before any work
         # one runner per chunk size for every file: the ONNX core (or auto's timing) is made once
         runners = RunnerCache(loaded.model, opts.device, opts.precision, opts.backend)
+        failed: list[tuple[str, str]] = []
         for path, folder in plan.items():
             t0 = time.perf_counter()
-            result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder, runners=runners)
+            try:
+                result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder,
+                                       runners=runners)
+            except StemstreamError as exc:
+                if args.fail_fast or len(plan) == 1:
+                    raise  # one error line, as for any bad input
+                # a file that cannot be separated fails alone (its stems folder untouched); the others go on
+                print(f"{path}: failed: {exc}", file=sys.stderr, flush=True)
+                failed.append((path, str(exc)))
+                continue
             took = time.perf_counter() - t0
-            seconds = next(iter(result.stems.values())).shape[1] / result.sample_rate
-            print(f"{path}: {len(result.files)} stems in {took:.1f} s ({took / max(seconds, 1e-9):.2f}x real time)"
-                  f" -> {folder}")
+            print(f"{path}: {len(result.files)} stems in {took:.1f} s "
+                  f"({took / max(result.seconds, 1e-9):.2f}x real time) -> {folder}", flush=True)
+    if failed:
+        print(f"{len(plan) - len(failed)} separated, {len(failed)} failed:", file=sys.stderr)
+        for path, reason in failed:
+            print(f"failed: {path}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

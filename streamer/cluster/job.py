@@ -2,19 +2,21 @@
 
 What runs where:
 
-* the driver (this process) lists and hashes the inputs, reads each file's bytes, keeps the manifest,
-  merges the ranges of long files and writes every stem file (atomically, as ``separate`` does): the
-  inputs and the outputs live on the driver's disks, nothing is assumed shared with the cluster;
-* decode tasks (any node) decode the bytes, resample to the model's rate, adapt the channels,
-  normalise and pad;
+* the driver (this process) lists and hashes the inputs, keeps the manifest, reads each file a range
+  at a time (decoded, resampled to the model's rate, channels adapted, normalised and padded, as plain
+  ``separate`` reads it: :class:`~streamer.inference.separate.FileSource`), merges the ranges' sums in
+  order and writes every stem file a piece at a time (atomically, as ``separate`` does): the inputs and
+  the outputs live on the driver's disks, nothing is assumed shared with the cluster;
 * separator actors, one per worker (a GPU each when ``gpus_per_worker`` asks), load the model once from
   the config and the checkpoint's bytes shipped through Ray's object store, then separate ranges of
-  chunks (:func:`streamer.inference.demix.demix_range`). A file longer than ``split_seconds`` is cut
-  into several ranges that run on different workers; their sums are added back exactly.
+  chunks (:func:`streamer.inference.demix.demix_range`) of at most ``split_seconds``: the ranges of a
+  long file run on different workers and are merged bit for bit as one pass over the file
+  (:class:`~streamer.inference.demix.RangeMerger`): the stems are plain ``separate``'s.
 
-At most ``workers + 2`` files are in flight (read, decoded or separating): decoding never runs far
-ahead of separation, so memory stays bounded whatever the library's size. A worker or a node that
-dies loses only its range in progress, which goes to another worker; its actor is replaced.
+At most ``workers + 2`` files are in flight, and a file's ranges are read only as workers take them:
+memory stays bounded whatever the library's size and whatever a file's length (a range's audio and
+sums, not the file's). A worker or a node that dies loses only its range in progress, which goes to
+another worker; its actor is replaced.
 """
 from __future__ import annotations
 
@@ -32,19 +34,16 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from ..audio import check_finite, read_audio_bytes
 from ..errors import SettingsError
-from ..inference.demix import (RunnerCache, check_mix, combine_tta, demix_range, finish_chunks, pad_for_chunks,
-                               plan_chunks)
-from ..inference.separate import (SeparationOptions, model_input, normalize_mix, output_stems, stem_files,
-                                  stems_from_estimate, write_stems)
+from ..inference.demix import RangeMerger, RunnerCache, demix_range, range_head_end, split_ranges
+from ..inference.separate import FileSource, SeparationOptions, StemWriter, output_stems, stem_files
 from ..msst.config import Config
 from ..outputs import AtomicFolder
-from .manifest import Manifest, hash_bytes, hash_file, model_key
+from .manifest import Manifest, hash_file, model_key
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 3          # tries of one range (or one decode) against lost workers and nodes
+ATTEMPTS = 3          # tries of one range against lost workers and nodes
 IN_FLIGHT_EXTRA = 2   # files in flight beyond one per worker
 STALL_SECONDS = 600   # no worker able to run for this long: the job stops
 
@@ -82,7 +81,7 @@ class JobOptions:
     workers: int | None = None          # default: as many as the cluster's CPUs (or GPUs) allow
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    split_seconds: float = 600.0        # 0: never split a file
+    split_seconds: float = 60.0         # ranges of at most this much audio (0: a file in one range)
     num_cpus: int | None = None         # CPUs of a local instance (default: all)
     progress: bool = True
 
@@ -96,7 +95,7 @@ class JobSummary:
     wall_seconds: float = 0.0
     workers: list[tuple[str, float]] = dataclasses.field(default_factory=list)   # (label, utilisation)
     startup_seconds: float = 0.0        # from the job's start to its first worker ready (Ray, model load)
-    retried: int = 0                    # ranges or decodes run again after a worker or node was lost
+    retried: int = 0                    # ranges run again after a worker or node was lost
     replaced: int = 0                   # actors replaced
 
     @property
@@ -138,20 +137,6 @@ def job_settings(config: Config, opts: SeparationOptions, precision: str) -> dic
 
 
 # ---------------------------------------------------------------------------------------------- remote
-def _decode(data: bytes, where: str, config: Config, chunk: int, overlap: int):
-    """File bytes -> (meta, model input x, padded normalised signal): as ``separate`` prepares a file."""
-    audio, rate = read_audio_bytes(data, where)
-    check_finite(audio, where)
-    x = model_input(audio, rate, config, where)
-    xn, mean, std = normalize_mix(x, config)
-    xn = check_mix(xn)
-    plan = plan_chunks(xn.shape[1], chunk, overlap)
-    padded = pad_for_chunks(xn, plan).numpy()
-    meta = {"rate": rate, "length": int(audio.shape[1]), "mean": mean, "std": std, "plan": plan,
-            "seconds": audio.shape[1] / rate}
-    return meta, x, padded
-
-
 class _Separator:
     """One worker: the model, loaded once, separating ranges of chunks."""
 
@@ -176,18 +161,24 @@ class _Separator:
     def ready(self) -> str:
         return self.label
 
-    def separate(self, padded: np.ndarray, plan, first: int, last: int, tta: bool):
+    def separate(self, span: np.ndarray, plan, first: int, last: int, tta: bool):
+        """Chunks ``first`` to ``last - 1`` of ``span`` (their span of the padded input): per pass, their sums
+        and the weighted stems of the chunks that overlap earlier ranges (for :class:`RangeMerger`)."""
         t0 = time.perf_counter()
-        start, end = plan.span(first, last)
-        span = torch.from_numpy(np.array(padded[:, start:end], dtype=np.float32))
-        passes = [span, span.flip(0), -span] if tta else [span]
-        runner = self.runners.get(plan.chunk_size, span.shape[0])
+        start, _ = plan.span(first, last)
+        x = torch.from_numpy(np.array(span, dtype=np.float32))
+        passes = [x, x.flip(0), -x] if tta else [x]
+        runner = self.runners.get(plan.chunk_size, x.shape[0])
+        head_end = range_head_end(plan, first)
         sums = []
-        for x in passes:
-            numerator, weights = demix_range(self.model, x, plan, first, last, batch_size=self.batch,
+        for audio in passes:
+            records: list = []
+            numerator, weights = demix_range(self.model, audio, plan, first, last, batch_size=self.batch,
                                              device=self.device, precision=self.precision,
-                                             backend=self.opts.backend, runner=runner)
-            sums.append((numerator.numpy(), weights.numpy()))
+                                             backend=self.opts.backend, runner=runner, records=records,
+                                             record_before=head_end)
+            sums.append((numerator.numpy(), weights.numpy(),
+                         [(at, weighted.numpy(), w.numpy()) for at, weighted, w in records]))
         return start, sums, time.perf_counter() - t0
 
 
@@ -198,14 +189,16 @@ class _File:
     folder: str
     content: str
     seconds: float                      # from the header, for the progress bar (0 if unreadable)
-    refs: tuple | None = None           # (meta, x, padded) object refs
-    meta: dict | None = None
-    units: list = dataclasses.field(default_factory=list)    # (first, last)
-    parts: dict = dataclasses.field(default_factory=dict)    # unit -> (start, sums)
-    data_ref: Any = None                # the file's bytes in the object store, until decoded
-    queued: set = dataclasses.field(default_factory=set)      # units queued or running
-    decoding: bool = False
-    decode_tries: int = 0
+    source: FileSource | None = None    # the file, read a range at a time
+    spans: Any = None                   # its read for the ranges' audio (ahead) ...
+    mixes: Any = None                   # ... and for the mix the stems are made with (behind)
+    merger: RangeMerger | None = None
+    folder_out: AtomicFolder | None = None
+    stems_out: StemWriter | None = None
+    units: list = dataclasses.field(default_factory=list)    # (first, last), in order
+    span_refs: dict = dataclasses.field(default_factory=dict)  # unit -> its audio in the object store
+    parts: dict = dataclasses.field(default_factory=dict)    # unit -> sums, until merged
+    merged: int = 0                     # units merged and written
     started: float = 0.0
     failed: str | None = None
 
@@ -327,8 +320,6 @@ class _Runner:
         if self.job.workers and self.job.workers > possible:
             self.say(f"the cluster has room for {possible} workers ({cpus:g} CPUs, {gpus:g} GPUs); running {n}")
         self.checkpoint_ref = ray.put(self.source.checkpoint)
-        self.decode = ray.remote(_decode).options(num_cpus=0, num_returns=3, max_retries=ATTEMPTS,
-                                                  retry_exceptions=False)
         self.actor_class = ray.remote(_Separator).options(
             num_cpus=self.job.cpus_per_worker, num_gpus=self.job.gpus_per_worker, max_restarts=0,
             max_task_retries=0)
@@ -354,58 +345,49 @@ class _Runner:
     # -------------------------------------------------------------- files
     def _admit(self) -> None:
         limit = len(self.slots) + IN_FLIGHT_EXTRA
-        # decoding takes a few percent of a separation, but each task process Ray starts for it first
-        # imports torch (seconds of CPU): a few decodes at a time keep them to a few processes
-        decodes = max(1, -(-len(self.slots) // 2))
-        while (self.todo and len(self.active) < limit
-               and sum(1 for f in self.active if f.decoding) < decodes):
+        while self.todo and len(self.active) < limit:
             f = self.todo.popleft()
-            try:
-                with open(f.path, "rb") as fh:
-                    data = fh.read()
-            except OSError as exc:
-                self._fail(f, f"cannot read {f.path}: {exc.strerror or exc}")
-                continue
-            if hash_bytes(data) != f.content:
-                f.content = hash_bytes(data)  # changed since it was listed: record what was separated
             f.started = time.perf_counter()
-            f.data_ref = ray.put(data)
-            self.active.append(f)
-            self._submit_decode(f)
-
-    def _submit_decode(self, f: _File) -> None:
-        f.decode_tries += 1
-        f.decoding = True
-        f.refs = tuple(self.decode.remote(f.data_ref, f.path, self.source.config, self.chunk, self.overlap))
-        self.waiting[f.refs[0]] = ("decode", f)
-
-    def _decoded(self, f: _File, ref) -> None:
-        f.decoding = False
-        try:
-            f.meta = ray.get(ref)
-        except Exception as exc:  # noqa: BLE001
-            if _is_lost_worker(exc) and f.decode_tries < ATTEMPTS:
-                self.summary.retried += 1
-                self._submit_decode(f)
-            else:
-                for other in f.refs[1:]:  # the same error: taken, so Ray does not log it as unhandled
-                    try:
-                        ray.get(other)
-                    except Exception:  # noqa: BLE001
-                        pass
+            try:
+                self._open(f)
+            except Exception as exc:  # noqa: BLE001 - a file that cannot be read fails alone
                 self._fail(f, _reason(exc))
-            return
-        plan = f.meta["plan"]
-        split = self.job.split_seconds
-        if split and split > 0:
-            per_range = max(1, int(split * self.source.config.sample_rate // plan.step))
-        else:
-            per_range = len(plan.starts)
-        f.units = plan.ranges(per_range)
-        for unit in f.units:
-            if unit not in f.parts and unit not in f.queued:  # (after a re-decode: only what is missing)
-                f.queued.add(unit)
+                continue
+            self.active.append(f)
+            for unit in f.units:
                 self.units.append((f, unit, 0))
+
+    def _open(self, f: _File) -> None:
+        """Read the file through (checked, its length; the normalisation's statistics), plan its ranges and
+        open its stem files (temporary until all are written)."""
+        config = self.source.config
+        f.source = source = FileSource(f.path, config)
+        plan = source.prepare(self.chunk, self.overlap)
+        split = self.job.split_seconds
+        per_range = max(1, int(split * config.sample_rate // plan.step)) if split and split > 0 else len(plan.starts)
+        f.units = split_ranges(plan, per_range, int(self.opts.batch_size or config.batch_size))
+        f.merger = RangeMerger(plan, config.channels, 3 if self.opts.tta else 1)
+        f.spans, f.mixes = source.window(), source.window()
+        f.folder_out = AtomicFolder(f.folder, replaceable=[*config.stems, "instrumental"])
+        f.folder_out.check()
+        f.stems_out = StemWriter(f.folder_out, source, f.folder, self.opts, os.path.basename(f.folder))
+
+    def _span_ref(self, f: _File, unit, again: bool = False):
+        """The unit's audio in the object store: read on from the file (units are taken in order), or read
+        again from the start (``again``: the stored copy was lost with a node)."""
+        ref = None if again else f.span_refs.get(unit)
+        if ref is None:
+            source = f.source
+            start, end = source.plan.span(*unit)
+            if again:
+                span = source.span(source.window(), start, end)
+            else:
+                span = source.span(f.spans, start, end)
+                plan = source.plan
+                after = plan.starts[unit[1]] if unit[1] < len(plan.starts) else plan.padded
+                f.spans.drop(max(0, min(after - plan.border, source.length - 1 - plan.border)))
+            ref = f.span_refs[unit] = ray.put(span)
+        return ref
 
     def _dispatch(self) -> None:
         free = [s for s in self.slots if s.ready and s.running < 2]
@@ -413,8 +395,13 @@ class _Runner:
             f, unit, tries = self.units.popleft()
             if f.failed is not None:
                 continue
+            try:
+                span = self._span_ref(f, unit)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(f, _reason(exc))
+                continue
             slot = min(free, key=lambda s: s.running)
-            ref = slot.actor.separate.remote(f.refs[2], f.meta["plan"], unit[0], unit[1], self.opts.tta)
+            ref = slot.actor.separate.remote(span, f.source.plan, unit[0], unit[1], self.opts.tta)
             slot.running += 1
             self.waiting[ref] = ("unit", f, unit, tries, slot, slot.actor)
             free = [s for s in self.slots if s.ready and s.running < 2]
@@ -428,13 +415,15 @@ class _Runner:
         except Exception as exc:  # noqa: BLE001
             lost_audio = isinstance(exc, ray.exceptions.ObjectLostError) or isinstance(
                 getattr(exc, "cause", None), ray.exceptions.ObjectLostError)
-            if lost_audio and f.failed is None and f.decode_tries < ATTEMPTS:
-                # the decoded audio went with a node and could not be rebuilt: decode the file again
-                # (its bytes are still held here) and run the ranges still missing
-                f.queued.discard(unit)
+            if lost_audio and f.failed is None and tries + 1 < ATTEMPTS:
+                # the range's audio went with a node and could not be rebuilt: read it again
                 self.summary.retried += 1
-                if not f.decoding:
-                    self._submit_decode(f)
+                try:
+                    self._span_ref(f, unit, again=True)
+                except Exception as again:  # noqa: BLE001
+                    self._fail(f, _reason(again))
+                    return
+                self.units.appendleft((f, unit, tries + 1))
                 return
             if _is_lost_worker(exc):
                 if isinstance(exc, ray.exceptions.RayActorError) and current:
@@ -448,35 +437,36 @@ class _Runner:
         slot.busy += seconds
         if f.failed is not None:
             return
-        f.queued.discard(unit)
-        f.parts[unit] = (start, sums)
-        if len(f.parts) == len(f.units):
+        f.parts[unit] = sums
+        try:
+            while f.merged < len(f.units) and f.units[f.merged] in f.parts:  # in order, as they are done
+                first, last = f.units[f.merged]
+                parts = f.parts.pop((first, last))
+                f.span_refs.pop((first, last), None)
+                piece = f.merger.add(first, last, parts)
+                if piece is not None:
+                    f.stems_out.write(f.mixes, *piece)
+                f.merged += 1
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be written fails alone
+            self._fail(f, _reason(exc))
+            return
+        if f.merged == len(f.units):
             self._finish(f)
 
     def _finish(self, f: _File) -> None:
-        meta = f.meta
         try:
-            plan = meta["plan"]
-            passes = len(next(iter(f.parts.values()))[1])
-            ests = []
-            for k in range(passes):
-                parts = [(start, torch.from_numpy(np.array(sums[k][0])), torch.from_numpy(np.array(sums[k][1])))
-                         for start, sums in f.parts.values()]
-                ests.append(finish_chunks(plan, parts))
-            est = ests[0] if passes == 1 else combine_tta(ests[0], ests[1][:, ::-1], ests[2])
-            x = ray.get(f.refs[1])
-            stems = stems_from_estimate(est, x, meta["mean"], meta["std"], self.source.config, self.opts.instrumental,
-                                        self.opts.residual)
-            write_stems(stems, self.source.config, f.folder, meta["rate"], meta["length"], self.opts,
-                        name=os.path.basename(f.folder))
+            f.stems_out.__exit__(None, None, None)  # the files' ends (resampler tails, exact length)
+            f.stems_out = None
+            f.folder_out.commit()
         except Exception as exc:  # noqa: BLE001 - a file that cannot be written fails alone
             self._fail(f, _reason(exc))
             return
         took = time.perf_counter() - f.started
+        seconds = f.source.seconds
         self.manifest.append(_record(f.path, f.folder, f.content, self.model, self.settings, "done",
-                                     duration=round(meta["seconds"], 3), seconds=round(took, 3)))
+                                     duration=round(seconds, 3), seconds=round(took, 3)))
         self.summary.done.append(f.path)
-        self.summary.audio_seconds += meta["seconds"]
+        self.summary.audio_seconds += seconds
         self._release(f)
         self.bar.update(1)
         self._postfix()
@@ -485,6 +475,10 @@ class _Runner:
         if f.failed is not None:
             return
         f.failed = reason
+        if f.stems_out is not None:
+            f.stems_out.close()
+        if f.folder_out is not None:
+            f.folder_out.abort()
         took = round(time.perf_counter() - f.started, 3) if f.started else 0.0
         self.manifest.append(_record(f.path, f.folder, f.content, self.model, self.settings, "failed",
                                      seconds=took, error=reason))
@@ -496,7 +490,8 @@ class _Runner:
     def _release(self, f: _File) -> None:
         if f in self.active:
             self.active.remove(f)
-        f.refs, f.parts, f.data_ref, f.queued = None, {}, None, set()
+        f.source = f.spans = f.mixes = f.merger = f.stems_out = f.folder_out = None
+        f.span_refs, f.parts = {}, {}
 
     def _postfix(self) -> None:
         self.bar.set_postfix_str(f"{self.summary.audio_seconds / 3600:.2f}/{self.total_hours:.2f} h audio, "
@@ -524,9 +519,7 @@ class _Runner:
                 for ref in done:
                     what = self.waiting.pop(ref)
                     last_progress = time.perf_counter()
-                    if what[0] == "decode":
-                        self._decoded(what[1], ref)
-                    elif what[0] == "unit":
+                    if what[0] == "unit":
                         self._separated(ref, *what[1:])
                     else:
                         self._ready(ref, what[1])
@@ -539,6 +532,11 @@ class _Runner:
         finally:
             torch.set_num_threads(threads)
             self.bar.close()
+            for f in list(self.active):  # interrupted: the files in flight leave no temporary stems behind
+                if f.stems_out is not None:
+                    f.stems_out.close()
+                if f.folder_out is not None:
+                    f.folder_out.abort()
             for slot in self.slots:
                 try:
                     ray.kill(slot.actor, no_restart=True)

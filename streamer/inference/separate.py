@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..audio import AUDIO_EXTENSIONS, adapt_channels, check_finite, fit_length, read_audio, resample
+from ..audio import (AUDIO_EXTENSIONS, Resampler, adapt_channels, audio_rate, check_finite, fit_length, read_audio,
+                     read_blocks, resample)
 from ..outputs import AtomicFolder
 from ..errors import AudioError
 from ..msst.config import Config
-from .demix import RunnerCache, demix, demix_tta
+from .demix import RunnerCache, demix, demix_pieces, demix_tta, plan_chunks
 from .residual import apply_residual, model_residual_index
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,16 @@ class SeparationOptions:
     progress: bool = True
 
 
+PIECE_SECONDS = 30.0    # separate_file: audio read, separated and written per step (memory does not grow with the file)
+READ_FRAMES = 1 << 16   # frames per read from the input file
+
+
 @dataclass
 class SeparationResult:
-    stems: dict[str, np.ndarray]        # name -> (channels, samples) at the model's rate
-    sample_rate: int
+    stems: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (channels, samples) at the model's
+    sample_rate: int = 0                                         # rate (separate_file_whole; empty: streamed)
     files: list[str] = field(default_factory=list)
+    seconds: float = 0.0                # the input's length
 
 
 def instrumental_source(config: Config) -> str:
@@ -96,9 +102,329 @@ def model_input(audio: np.ndarray, rate: int, config: Config, where: str) -> np.
 
 def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: str,
                   opts: SeparationOptions | None = None, folder: str | None = None,
-                  runners: RunnerCache | None = None) -> SeparationResult:
+                  runners: RunnerCache | None = None, piece_seconds: float = PIECE_SECONDS) -> SeparationResult:
     """Separate one file into ``folder/<stem>.<fmt>``; ``folder`` defaults to ``out_dir/<file name>`` (see
     :func:`plan_outputs` for several inputs).
+
+    In bounded memory, whatever the file's length: the file is read, separated and written about
+    ``piece_seconds`` at a time (the stems bit for bit those of :func:`separate_file_whole`, which holds
+    the whole file). The file is read in sequence several times: once to check it (its length, NaN/inf
+    samples) before any work, twice more for the mix's mean and deviation when the config normalises,
+    and once to separate it. The result's ``stems`` stay empty (see ``files``).
+
+    The stems appear all together or not at all (:class:`~streamer.outputs.AtomicFolder`): they are written into
+    a temporary folder next to ``folder`` and swapped into place when all are written, replacing an earlier
+    run's folder whole (readers see the old stems or the new ones, never a mix). If anything fails or is
+    interrupted, ``folder`` is untouched and nothing temporary is left; output folders this call created are
+    removed again if empty. Refused before any work (AudioError): an existing ``folder`` holding anything but
+    stem files, and an input inside its own stems folder.
+    """
+    opts = opts or SeparationOptions()
+    name = _base_name(path)
+    folder = os.path.join(out_dir, name) if folder is None else os.fspath(folder)
+    path = os.fspath(path)
+    source = FileSource(path, config)  # read through once: unreadable, NaN/inf or empty refused here
+    _check_outside(path, folder)
+    stems_folder = AtomicFolder(folder, replaceable=[*config.stems, "instrumental"])
+    stems_folder.check()  # before the long work, and again when swapping into place
+    source.check_channels()
+    model_residual_index(config.stems, opts.residual)
+    chunk = opts.chunk_size or config.chunk_size
+    overlap = opts.num_overlap or config.num_overlap
+    batch = opts.batch_size or config.batch_size
+    plan = source.prepare(chunk, overlap)
+    window = source.window()
+    runner = runners.get(chunk, config.channels) if runners is not None else None
+    piece_chunks = max(1, int(piece_seconds * config.sample_rate) // plan.step)
+    with stems_folder as writer:  # all stems appear together, or none on failure
+        with StemWriter(writer, source, folder, opts, name) as stems_out:
+            for at, est in demix_pieces(model, lambda a, b: torch.from_numpy(source.span(window, a, b)), plan,
+                                        config.channels, piece_chunks, tta=opts.tta, batch_size=batch,
+                                        device=opts.device, precision=opts.precision, progress=opts.progress,
+                                        backend=opts.backend, runner=runner):
+                stems_out.write(window, at, est)
+    return SeparationResult(sample_rate=config.sample_rate, files=stems_out.files, seconds=source.seconds)
+
+
+class FileSource:
+    """An input file read a piece at a time as the model's input (:func:`model_input` of it): made, it has
+    been read through once (its length, refused if unreadable, empty or with NaN/inf samples);
+    :meth:`prepare` takes the normalisation's mean and deviation (two more reads) and plans the chunks;
+    :meth:`span` gives the padded, normalised samples the chunks are cut from, as :func:`normalize_mix` and
+    :func:`~streamer.inference.demix.pad_for_chunks` make them of the whole file, from a :meth:`window`
+    (a read of the file in sequence)."""
+
+    def __init__(self, path: str, config: Config):
+        self.path = os.fspath(path)
+        self.config = config
+        self.rate, self.channels = audio_rate(self.path)
+        self.frames, self.length = scan_audio(self.path, self.rate, self.channels, config)
+        self.seconds = self.frames / self.rate
+        self.mean = self.std = None
+        self.plan = None
+
+    def check_channels(self) -> None:
+        """AudioError if the model cannot take the file's channels (more than two for a stereo model)."""
+        adapt_channels(np.zeros((self.channels, 0), np.float32), self.config.channels, self.path)
+
+    def blocks(self):
+        return model_blocks(self.path, self.rate, self.channels, self.config)
+
+    def window(self) -> "_Window":
+        return _Window(self.blocks(), self.path)
+
+    def prepare(self, chunk: int, overlap: int):
+        self.check_channels()
+        if self.length == 0:
+            raise AudioError("mix is empty")
+        if self.config.normalize:
+            self.mean, self.std = mix_stats(self.blocks, self.length)
+        self.plan = plan_chunks(self.length, chunk, overlap)
+        return self.plan
+
+    def span(self, window: "_Window", start: int, end: int) -> np.ndarray:
+        """Padded samples [start, end) of the normalised model input, (channels, n) float32."""
+        plan, length = self.plan, self.length
+        index = np.arange(start, end, dtype=np.int64) - plan.border
+        if plan.border:  # the reflect padding at both ends, as pad_for_chunks makes it
+            index = np.abs(index)
+            index = np.where(index >= length, 2 * (length - 1) - index, index)
+        lo = int(index.min())
+        span = window.get(lo, int(index.max()) + 1)[:, index - lo]
+        if self.mean is not None:
+            span = (span - self.mean) / self.std
+        if not np.isfinite(span).all():
+            raise AudioError("mix contains NaN or infinite samples")
+        return np.ascontiguousarray(span, dtype=np.float32)
+
+
+class StemWriter:
+    """The stem files of one input written a piece at a time into an open :class:`AtomicFolder`, as
+    :func:`write_stems` writes them whole (the same files, sample for sample): ``write`` each finished
+    piece of the estimate, in order; leaving the ``with`` block without an error finishes the files
+    (resampler tails, the input's exact length), with one closes them (the folder's abort removes them)."""
+
+    def __init__(self, writer: AtomicFolder, source: FileSource, folder: str, opts: SeparationOptions, name: str):
+        config = source.config
+        self.source = source
+        self.opts = opts
+        self.names = output_stems(config, opts)
+        self.files = stem_files(self.names, folder, opts)
+        out_rate = source.rate if opts.output_rate == "input" else config.sample_rate
+        subtype = opts.subtype
+        if opts.fmt == "flac" and subtype == "FLOAT":
+            subtype = "PCM_24"
+        self.sinks: list[_StemSink] = []
+        try:
+            for stem, target in zip(self.names, self.files):
+                self.sinks.append(_StemSink(writer.open(target, out_rate, config.channels, subtype),
+                                            config.sample_rate, out_rate, config.channels,
+                                            source.frames if out_rate == source.rate else None,
+                                            bool(subtype and subtype.startswith("PCM")), f"{name}/{stem}"))
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, window: "_Window", at: int, est: np.ndarray) -> None:
+        """The estimate of input samples ``at`` onwards (the model's, :func:`stems_from_estimate` makes the
+        stems with the mix from ``window``, which then forgets what no later piece needs)."""
+        source, n = self.source, est.shape[-1]
+        stems = stems_from_estimate(est, window.get(at, at + n), source.mean, source.std, source.config,
+                                    self.opts.instrumental, self.opts.residual)
+        for sink, stem in zip(self.sinks, self.names):
+            sink.write(stems[stem])
+        window.drop(max(0, min(at + n, source.length - 1 - source.plan.border)))
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.close()
+            return
+        try:
+            for sink in self.sinks:
+                sink.finish()
+        except BaseException:
+            self.close()
+            raise
+
+
+def model_blocks(path: str, rate: int, channels: int, config: Config):
+    """The model's input (:func:`model_input` of the file), a block at a time: the blocks joined are
+    :func:`model_input` of :func:`~streamer.audio.read_audio`, sample for sample."""
+    resampler = Resampler(rate, config.sample_rate, channels)
+    for block in read_blocks(path, READ_FRAMES):
+        out = resampler(block)
+        if out.shape[1]:
+            yield adapt_channels(out, config.channels, path)
+    tail = resampler.flush()
+    if tail.shape[1]:
+        yield adapt_channels(tail, config.channels, path)
+
+
+def scan_audio(path: str, rate: int, channels: int, config: Config) -> tuple[int, int]:
+    """Read the file once through: (its frames, the model input's length). AudioError as
+    :func:`~streamer.audio.read_audio` and :func:`~streamer.audio.check_finite` give (for NaN/inf samples:
+    how many, and the first)."""
+    frames = length = bad = 0
+    first = -1
+    resampler = Resampler(rate, config.sample_rate, channels)
+    for block in read_blocks(path, READ_FRAMES):
+        wrong = ~np.isfinite(block)
+        if wrong.any():
+            if not bad:
+                first = frames + int(np.argmax(wrong.any(axis=0)))
+            bad += int(wrong.sum())
+        elif not bad:
+            length += resampler(block).shape[1]
+        frames += block.shape[1]
+    if bad:
+        raise AudioError(f"{path}: {bad} NaN/inf samples (first at sample {first}); the audio is corrupt")
+    return frames, length + resampler.flush().shape[1]
+
+
+def mix_stats(blocks, length: int, leaf: int = 1 << 16) -> tuple[float | None, float | None]:
+    """:func:`normalize_mix`'s (mean, std) of a mix of ``length`` samples read a block at a time
+    (``blocks()``: a new iterator of its (channels, n) blocks, read twice), bit for bit: numpy's mean and
+    std of the whole mono mix, its pairwise sums taken over the same halves (numpy sums ``leaf`` samples
+    or fewer in one go; ``leaf`` >= 128, numpy's own block). (None, None) for a silent mix."""
+    if leaf < 128:
+        raise ValueError("leaf must be >= 128 (numpy sums up to 128 values in one block)")
+    count = np.intp(length)
+    total = _pairwise(_Taker(b.mean(axis=0) for b in blocks()).take, length, leaf)
+    mean = total.dtype.type(total / count)
+    centre = np.full(1, total, dtype=total.dtype)
+    centre = np.true_divide(centre, count, out=centre, casting="unsafe", subok=False)
+
+    def deviations():
+        for b in blocks():
+            x = np.subtract(b.mean(axis=0), centre)
+            yield np.square(x, out=x)
+
+    squares = _pairwise(_Taker(deviations()).take, length, leaf)
+    var = squares.dtype.type(squares / np.maximum(count - 0, 0))
+    std = var.dtype.type(np.sqrt(var))
+    if float(std) > 0:
+        return float(mean), float(std)
+    return None, None
+
+
+def _pairwise(take, n: int, leaf: int):
+    """numpy's pairwise sum of the next ``n`` values ``take`` gives, halves split where numpy splits them."""
+    if n <= leaf:
+        return np.add.reduce(take(n))
+    half = n // 2
+    half -= half % 8
+    return _pairwise(take, half, leaf) + _pairwise(take, n - half, leaf)
+
+
+class _Taker:
+    """The values of an iterator of 1-D arrays, ``take(n)`` at a time (a contiguous float array)."""
+
+    def __init__(self, arrays):
+        self.arrays = iter(arrays)
+        self.rest = np.zeros(0, np.float32)
+
+    def take(self, n: int) -> np.ndarray:
+        parts, have = [self.rest], self.rest.shape[0]
+        while have < n:
+            nxt = next(self.arrays, None)
+            if nxt is None:
+                raise AudioError("the audio is shorter than when it was first read (changed meanwhile?)")
+            parts.append(nxt)
+            have += nxt.shape[0]
+        joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self.rest = joined[n:]
+        return np.ascontiguousarray(joined[:n])
+
+
+class _Window:
+    """The model's input from sample ``start`` to as far as read, of an iterator of (channels, n) blocks."""
+
+    def __init__(self, blocks, where: str):
+        self.blocks = iter(blocks)
+        self.where = where
+        self.parts: list[np.ndarray] = []
+        self.start = self.end = 0
+
+    def get(self, a: int, b: int) -> np.ndarray:
+        while self.end < b:
+            block = next(self.blocks, None)
+            if block is None:
+                raise AudioError(f"{self.where}: shorter than when it was first read (changed meanwhile?)")
+            self.parts.append(block)
+            self.end += block.shape[1]
+        if a < self.start:
+            raise ValueError(f"samples from {a} asked for, but only those from {self.start} are kept")
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts, axis=1)]
+        return self.parts[0][:, a - self.start : b - self.start]
+
+    def drop(self, before: int) -> None:
+        """Forget the samples before ``before``."""
+        if before <= self.start or not self.parts:
+            return
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts, axis=1)]
+        keep = min(before, self.end) - self.start
+        self.parts = [self.parts[0][:, keep:].copy()]
+        self.start += keep
+
+
+class _StemSink:
+    """One stem's file, written a piece at a time as :func:`write_stems` writes it whole: resampled to the
+    output rate (soxr's stream), cut or zero-padded to ``length`` samples (None: as many as come)."""
+
+    def __init__(self, file, rate_in: int, rate_out: int, channels: int, length: int | None, pcm: bool, label: str):
+        self.file = file
+        self.resampler = Resampler(rate_in, rate_out, channels)
+        self.channels = channels
+        self.length = length
+        self.pcm = pcm
+        self.label = label
+        self.written = 0
+        self.clips = False
+        self.finished = False
+
+    def write(self, data: np.ndarray) -> None:
+        self._put(self.resampler(np.ascontiguousarray(data, dtype=np.float32)))
+
+    def _put(self, data: np.ndarray) -> None:
+        if self.length is not None:
+            data = data[:, : max(0, self.length - self.written)]
+        if data.shape[1] == 0:
+            return
+        if self.pcm and np.abs(data).max(initial=0) > 1.0:
+            self.clips = True
+        self.file.write(data)
+        self.written += data.shape[1]
+
+    def finish(self) -> None:
+        self._put(self.resampler.flush())
+        if self.length is not None and self.written < self.length:
+            self._put(np.zeros((self.channels, self.length - self.written), np.float32))
+        if self.clips:
+            log.warning("%s clips above full scale; use --subtype FLOAT to keep the peaks", self.label)
+        self.file.close()
+        self.finished = True
+
+    def discard(self) -> None:
+        try:
+            self.file.close()
+        except (AudioError, RuntimeError):
+            pass
+
+
+def separate_file_whole(model: torch.nn.Module, config: Config, path: str, out_dir: str,
+                  opts: SeparationOptions | None = None, folder: str | None = None,
+                  runners: RunnerCache | None = None) -> SeparationResult:
+    """:func:`separate_file` with the whole file in memory (the stems are returned too): the same files, bit
+    for bit; memory grows with the file's length (about seven times the file as float32).
 
     The stems appear all together or not at all (:class:`~streamer.outputs.AtomicFolder`): they are written into
     a temporary folder next to ``folder`` and swapped into place when all are written, replacing an earlier
@@ -117,7 +443,7 @@ def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: st
     stems_folder.check()  # before the long work, and again when swapping into place
     x = model_input(audio, rate, config, path)
     stems = separate_array(model, config, x, opts, runners)
-    result = SeparationResult(stems=stems, sample_rate=config.sample_rate)
+    result = SeparationResult(stems=stems, sample_rate=config.sample_rate, seconds=audio.shape[1] / rate)
     result.files = write_stems(stems, config, folder, rate, audio.shape[1], opts, stems_folder, name)
     return result
 

@@ -95,16 +95,17 @@ def test_error_paths(tmp_path, model_files, song, capsys):
 def test_failed_write_leaves_nothing_behind(tmp_path, model_files, song, capsys, monkeypatch):
     cfg_path, ckpt, _, _ = model_files
     path, _ = song
-    real_write = sf.write
+    real_write = sf.SoundFile.write
     calls = []
 
-    def failing_write(file, *args, **kwargs):
-        calls.append(file)
+    def failing_write(handle, *args, **kwargs):  # the stems are written a piece at a time
+        if handle.name not in calls:
+            calls.append(handle.name)
         if len(calls) == 2:
             raise sf.LibsndfileError(0, "disk full (simulated)")
-        return real_write(file, *args, **kwargs)
+        return real_write(handle, *args, **kwargs)
 
-    monkeypatch.setattr(sf, "write", failing_write)
+    monkeypatch.setattr(sf.SoundFile, "write", failing_write)
     out = tmp_path / "o"
     code, _, err = run_cli(["separate", path, "--config", cfg_path, "--checkpoint", ckpt, "--out", out,
                             "--instrumental"], capsys)

@@ -69,3 +69,56 @@ def test_a_range_with_the_wrong_audio_is_refused(model):
         demix_range(model, torch.zeros(2, 100), plan, 0, 2)
     with pytest.raises(streamer.SettingsError, match="outside"):
         demix_range(model, torch.zeros(2, 100), plan, 3, 2)
+
+
+@pytest.mark.parametrize("chunk,overlap,length,batch,piece,tta", [(8820, 4, 20_000, 2, 3, False),
+                                                                   (6000, 3, 9_001, 3, 1, True)])
+def test_pieces_are_demix_bit_for_bit(model, chunk, overlap, length, batch, piece, tta):
+    """demix_pieces (a piece of chunks at a time, bounded memory) gives demix's (and demix_tta's) estimate
+    of the whole input bit for bit, however the pieces fall, the border padding at both ends included."""
+    from streamer.inference.demix import demix_pieces, demix_tta
+
+    mix = (np.random.default_rng(length).standard_normal((2, length)) * 0.2).astype(np.float32)
+    whole = (demix_tta if tta else demix)(model, mix, chunk, overlap, batch_size=batch)
+    plan = plan_chunks(length, chunk, overlap)
+    padded = pad_for_chunks(mix, plan)
+    asked = []
+
+    def read_span(start, end):
+        asked.append((start, end))
+        return padded[:, start:end].clone()
+
+    pieces = list(demix_pieces(model, read_span, plan, 2, piece, tta=tta, batch_size=batch))
+    assert len(asked) > 1 and asked == sorted(asked)
+    assert [at for at, _ in pieces] == list(np.cumsum([0] + [e.shape[-1] for _, e in pieces[:-1]]))
+    got = np.concatenate([e for _, e in pieces], axis=-1)
+    assert got.shape == whole.shape and got.dtype == np.float32
+    assert got.tobytes() == whole.tobytes()
+
+
+@pytest.mark.parametrize("chunk,overlap,length,max_chunks,batch", [(8820, 4, 20_000, 1, 1), (6000, 3, 14_001, 2, 2)])
+def test_ranges_merged_in_order_are_demix_bit_for_bit(model, chunk, overlap, length, max_chunks, batch):
+    """Ranges run apart (as cluster workers run them) and merged by RangeMerger give demix's estimate bit
+    for bit, also where a range's chunks overlap several earlier ranges' (1-chunk ranges, overlap 4):
+    before, their sums merged only to float rounding."""
+    from streamer.inference.demix import RangeMerger, range_head_end, split_ranges
+
+    mix = (np.random.default_rng(length).standard_normal((2, length)) * 0.2).astype(np.float32)
+    whole = demix(model, mix, chunk, overlap, batch_size=batch)
+    plan = plan_chunks(length, chunk, overlap)
+    padded = pad_for_chunks(mix, plan)
+    merger = RangeMerger(plan, 2)
+    pieces = []
+    ranges = split_ranges(plan, max_chunks, batch)
+    assert len(ranges) > 2 and all((b - a) % batch == 0 for a, b in ranges[:-1])
+    for first, last in ranges:
+        start, end = plan.span(first, last)
+        records = []
+        numerator, weights = demix_range(model, padded[:, start:end].clone(), plan, first, last, batch_size=batch,
+                                         records=records, record_before=range_head_end(plan, first))
+        piece = merger.add(first, last, [(numerator.numpy(), weights.numpy(), records)])
+        if piece is not None:
+            pieces.append(piece)
+    got = np.concatenate([e for _, e in pieces], axis=-1)
+    assert [at for at, _ in pieces] == list(np.cumsum([0] + [e.shape[-1] for _, e in pieces[:-1]]))
+    assert got.shape == whole.shape and got.tobytes() == whole.tobytes()
