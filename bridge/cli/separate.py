@@ -25,10 +25,11 @@ def register(sub) -> None:
     sep.add_argument("--out", required=True, help="output folder")
     sep.add_argument("--instrumental", action="store_true",
                      help="also write instrumental = mix minus the vocals stem (or the first stem)")
-    sep.add_argument("--residual", default="none",
+    sep.add_argument("--residual", default=None,
                      help="make the stems sum to the input: 'spread' (what the model's stems miss is shared "
                           "equally, as the live separator does), or a stem's name (that stem becomes the input "
-                          "minus the others); default 'none': the model's stems as they are, as MSST writes them")
+                          "minus the others); 'none': the model's stems as they are, as MSST writes them (the "
+                          "default, except for --format stem, whose default is 'spread')")
     sep.add_argument("--tta", action="store_true",
                      help="test-time augmentation: average with channel-swapped and polarity-inverted passes (3x time)")
     sep.add_argument("--chunk-size", type=positive_int(),
@@ -38,11 +39,21 @@ def register(sub) -> None:
     sep.add_argument("--batch-size", type=positive_int(MAX_BATCH),
                      help=f"chunks per forward call (default: the config's; at most {MAX_BATCH}); "
                           "does not change the result")
-    sep.add_argument("--format", dest="fmt", default="wav", choices=["wav", "flac"], help="output file format")
+    sep.add_argument("--format", dest="fmt", default="wav", choices=["wav", "flac", "stem"],
+                     help="output file format: wav or flac (a folder of stems per input), or stem: one Native "
+                          "Instruments Stem file per input, OUT/<name>.stem.mp4 (Traktor, Mixxx; needs ffmpeg)")
     sep.add_argument("--subtype", default=None,
                      help="sample format: FLOAT (default for wav), PCM_16, PCM_24 (default for flac)")
-    sep.add_argument("--output-rate", choices=["input", "model"], default="input",
-                     help="write stems at the input file's sample rate (default) or the model's")
+    sep.add_argument("--output-rate", choices=["input", "model"], default=None,
+                     help="write stems at the input file's sample rate (default; --format stem: 44.1 kHz, NI's "
+                          "rate) or the model's")
+    stem = sep.add_argument_group("stem files (--format stem)")
+    stem.add_argument("--codec", choices=["aac", "alac"], default="aac",
+                      help="aac at 256 kbps (default; the codec Traktor reads everywhere) or alac (lossless)")
+    stem.add_argument("--bits", type=int, choices=[16, 24], default=16, help="ALAC bit depth (16 or 24; default 16)")
+    stem.add_argument("--stem-order", metavar="DRUMS,BASS,OTHER,VOCALS", default=None,
+                      help="the model's stems for NI's four slots, in NI's order (default: matched by name: "
+                           "drums, bass, other, vocals)")
     sep.add_argument("--recursive", action="store_true",
                      help="folders: take the audio files in their subfolders too; the stems keep the "
                           "library's layout (OUT/<path inside the folder>/<stem>.wav)")
@@ -84,7 +95,8 @@ def cmd_separate(args: argparse.Namespace) -> int:
     from streamer.errors import AudioError, StemstreamError
     from streamer.inference.demix import RunnerCache
     from streamer.inference.residual import model_residual_index
-    from streamer.inference.separate import list_inputs, plan_outputs, separate_file
+    from streamer.inference.separate import (STEM_FORMAT, check_stem_file, list_inputs, plan_outputs, separate_file,
+                                             stem_target)
     from streamer.outputs import output_folder
 
     inputs = list_inputs(args.inputs, recursive=args.recursive)
@@ -102,6 +114,8 @@ def cmd_separate(args: argparse.Namespace) -> int:
         opts = _options(args, device=str(loaded.device), precision=loaded.precision,
                         progress=not args.no_progress and sys.stderr.isatty())
         model_residual_index(loaded.config.stems, opts.residual)  # a residual that cannot be made: before any work
+        if opts.fmt == STEM_FORMAT:
+            check_stem_file(loaded.config, opts)   # ffmpeg, the codec, the model's four stems: before any work
         # one runner per chunk size for every file: the ONNX core (or auto's timing) is made once
         runners = RunnerCache(loaded.model, opts.device, opts.precision, opts.backend)
         failed: list[tuple[str, str]] = []
@@ -118,8 +132,12 @@ def cmd_separate(args: argparse.Namespace) -> int:
                 failed.append((path, str(exc)))
                 continue
             took = time.perf_counter() - t0
-            print(f"{path}: {len(result.files)} stems in {took:.1f} s "
-                  f"({took / max(result.seconds, 1e-9):.2f}x real time) -> {folder}", flush=True)
+            if opts.fmt == STEM_FORMAT:
+                print(f"{path}: stem file in {took:.1f} s ({took / max(result.seconds, 1e-9):.2f}x real time) -> "
+                      f"{stem_target(folder)}", flush=True)
+            else:
+                print(f"{path}: {len(result.files)} stems in {took:.1f} s "
+                      f"({took / max(result.seconds, 1e-9):.2f}x real time) -> {folder}", flush=True)
     if failed:
         print(f"{len(plan) - len(failed)} separated, {len(failed)} failed:", file=sys.stderr)
         for path, reason in failed:
@@ -132,12 +150,28 @@ def _options(args: argparse.Namespace, device: str, precision: str, progress: bo
     """separate's flags as SeparationOptions."""
     from streamer.inference.separate import SeparationOptions
 
-    subtype = args.subtype or ("FLOAT" if args.fmt == "wav" else "PCM_24")
+    from streamer.errors import SettingsError
+    from streamer.formats.nistem import parse_stem_order
+    from streamer.inference.separate import STEM_FORMAT, StemFileOptions
+
+    stem = None
+    if args.fmt == STEM_FORMAT:
+        if args.subtype:
+            raise SettingsError("--subtype is for wav/flac stems; a stem file's sample format is its --codec "
+                                "(aac, or alac with --bits 16/24)")
+        order = parse_stem_order(args.stem_order)
+        out_rate = {None: 44100, "input": None}.get(args.output_rate, "model")
+        stem = StemFileOptions(codec=args.codec, bits=args.bits, order=tuple(order) if order else None,
+                               out_rate=out_rate)
+    elif args.stem_order or args.codec != "aac" or args.bits != 16:
+        raise SettingsError("--codec, --bits and --stem-order go with --format stem")
+    subtype = args.subtype or ("FLOAT" if args.fmt in ("wav", STEM_FORMAT) else "PCM_24")
+    residual = args.residual if args.residual is not None else ("spread" if args.fmt == STEM_FORMAT else "none")
     return SeparationOptions(
         chunk_size=args.chunk_size, num_overlap=args.num_overlap, batch_size=args.batch_size, tta=args.tta,
-        instrumental=args.instrumental, residual=residual_value(args.residual),
-        output_rate=args.output_rate, fmt=args.fmt, subtype=subtype,
-        device=device, precision=precision, backend=args.backend, progress=progress,
+        instrumental=args.instrumental, residual=residual_value(residual),
+        output_rate="model" if args.output_rate == "model" else "input", fmt=args.fmt, subtype=subtype,
+        device=device, precision=precision, backend=args.backend, progress=progress, stem=stem,
     )
 
 

@@ -24,6 +24,7 @@ import collections
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, Callable
@@ -36,7 +37,9 @@ from tqdm.auto import tqdm
 
 from ..errors import SettingsError
 from ..inference.demix import RangeMerger, RunnerCache, demix_range, range_head_end, split_ranges
-from ..inference.separate import FileSource, SeparationOptions, StemWriter, output_stems, stem_files
+from ..inference.separate import (STEM_FORMAT, FileSource, SeparationOptions, StemWriter, check_stem_file,
+                                  encode_stem_file, output_stems, stem_files, stem_target, stem_wav_options,
+                                  stem_work_folder)
 from ..msst.config import Config
 from ..outputs import AtomicFolder
 from .manifest import Manifest, hash_file, model_key
@@ -133,6 +136,7 @@ def job_settings(config: Config, opts: SeparationOptions, precision: str) -> dic
         "tta": bool(opts.tta), "instrumental": bool(opts.instrumental), "output_rate": opts.output_rate,
         "format": opts.fmt, "subtype": opts.subtype, "precision": precision,
         **({"residual": opts.residual} if opts.residual else {}),  # absent when unused: earlier manifests still match
+        **({"stem_file": (opts.stem.settings() if opts.stem else None)} if opts.fmt == STEM_FORMAT else {}),
     }
 
 
@@ -201,6 +205,7 @@ class _File:
     merged: int = 0                     # units merged and written
     started: float = 0.0
     failed: str | None = None
+    target: str | None = None           # --format stem: the stem file made from the stems in ``folder``
 
 
 @dataclasses.dataclass
@@ -258,6 +263,8 @@ def run_job(plan: dict[str, str], out_dir: str, source: ModelSource, opts: Separ
             say(f"manifest: {manifest.unreadable_lines} unreadable line(s) ignored (a job interrupted while writing)")
         todo: list[_File] = []
         names = output_stems(source.config, opts)
+        if opts.fmt == STEM_FORMAT:
+            check_stem_file(source.config, opts)   # ffmpeg, settings, the model's stems: before any work
         for path, folder in plan.items():
             try:
                 content = hash_file(path)
@@ -269,8 +276,14 @@ def run_job(plan: dict[str, str], out_dir: str, source: ModelSource, opts: Separ
             if manifest.is_done(path, content, model, settings, stem_files(names, folder, opts)):
                 summary.skipped.append(path)
                 continue
-            todo.append(_File(path, folder, content, _header_seconds(path)))
+            if opts.fmt == STEM_FORMAT:   # the stems go to a hidden folder, then into the stem file
+                todo.append(_File(path, stem_work_folder(folder), content, _header_seconds(path),
+                                  target=stem_target(folder)))
+            else:
+                todo.append(_File(path, folder, content, _header_seconds(path)))
         for f in todo:  # what a killed earlier job left (the manifest's lock is held)
+            if f.target is not None:
+                shutil.rmtree(f.folder, ignore_errors=True)
             AtomicFolder(f.folder).remove_leftovers()
         if todo:
             _Runner(todo, manifest, source, opts, job, settings, model, summary, say).run()
@@ -370,7 +383,8 @@ class _Runner:
         f.spans, f.mixes = source.window(), source.window()
         f.folder_out = AtomicFolder(f.folder, replaceable=[*config.stems, "instrumental"])
         f.folder_out.check()
-        f.stems_out = StemWriter(f.folder_out, source, f.folder, self.opts, os.path.basename(f.folder))
+        opts = stem_wav_options(self.opts) if f.target is not None else self.opts
+        f.stems_out = StemWriter(f.folder_out, source, f.folder, opts, os.path.basename(f.folder))
 
     def _span_ref(self, f: _File, unit, again: bool = False):
         """The unit's audio in the object store: read on from the file (units are taken in order), or read
@@ -458,12 +472,17 @@ class _Runner:
             f.stems_out.__exit__(None, None, None)  # the files' ends (resampler tails, exact length)
             f.stems_out = None
             f.folder_out.commit()
+            if f.target is not None:   # --format stem: encode, then the separated stems go
+                try:
+                    encode_stem_file(f.path, f.folder, f.target, self.source.config, self.opts)
+                finally:
+                    shutil.rmtree(f.folder, ignore_errors=True)
         except Exception as exc:  # noqa: BLE001 - a file that cannot be written fails alone
             self._fail(f, _reason(exc))
             return
         took = time.perf_counter() - f.started
         seconds = f.source.seconds
-        self.manifest.append(_record(f.path, f.folder, f.content, self.model, self.settings, "done",
+        self.manifest.append(_record(f.path, f.target or f.folder, f.content, self.model, self.settings, "done",
                                      duration=round(seconds, 3), seconds=round(took, 3)))
         self.summary.done.append(f.path)
         self.summary.audio_seconds += seconds
@@ -479,6 +498,8 @@ class _Runner:
             f.stems_out.close()
         if f.folder_out is not None:
             f.folder_out.abort()
+        if f.target is not None:
+            shutil.rmtree(f.folder, ignore_errors=True)
         took = round(time.perf_counter() - f.started, 3) if f.started else 0.0
         self.manifest.append(_record(f.path, f.folder, f.content, self.model, self.settings, "failed",
                                      seconds=took, error=reason))

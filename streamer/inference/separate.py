@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ import torch
 from ..audio import (AUDIO_EXTENSIONS, Resampler, adapt_channels, audio_rate, check_finite, fit_length, read_audio,
                      read_blocks, resample)
 from ..outputs import AtomicFolder
-from ..errors import AudioError
+from ..errors import AudioError, SettingsError
 from ..msst.config import Config
 from .demix import RunnerCache, demix, demix_pieces, demix_tta, plan_chunks
 from .residual import apply_residual, model_residual_index
@@ -34,6 +35,77 @@ class SeparationOptions:
     precision: str | None = None
     backend: str = "torch"              # torch | onnx | auto (streamer.make_runner)
     progress: bool = True
+    stem: "StemFileOptions | None" = None   # fmt "stem": how the NI stem file is written
+
+
+STEM_FORMAT = "stem"                    # fmt: one NI Stem file per input (streamer.formats.nistem)
+STEM_SUFFIX = ".stem.mp4"
+
+
+@dataclass
+class StemFileOptions:
+    """How ``--format stem`` writes a Native Instruments Stem file (see ``streamer.formats.nistem``):
+    ``codec`` aac (``kbps``) or alac (``bits`` 16/24), ``order`` the model's stems for NI's drums, bass,
+    other, vocals (None: matched by name), ``out_rate`` the file's rate (None: the input's)."""
+
+    codec: str = "aac"
+    bits: int = 16
+    kbps: int = 256
+    order: tuple[str, ...] | None = None
+    out_rate: int | str | None = 44100      # a rate, None (the input's) or "model" (the model's)
+
+    def settings(self) -> dict:
+        """What the file depends on (the cluster manifest compares it)."""
+        return {"codec": self.codec, "bits": self.bits if self.codec == "alac" else None,
+                "kbps": self.kbps if self.codec == "aac" else None,
+                "order": list(self.order) if self.order else None, "out_rate": self.out_rate}
+
+
+def stem_target(folder: str) -> str:
+    """The stem file written for an input whose stems folder would be ``folder``."""
+    return os.fspath(folder).rstrip(os.sep) + STEM_SUFFIX
+
+
+def stem_work_folder(folder: str) -> str:
+    """The hidden folder the stems are separated into before they are encoded into the stem file."""
+    head, name = os.path.split(os.fspath(folder).rstrip(os.sep))
+    return os.path.join(head, f".{name}{STEM_SUFFIX}.stems")
+
+
+def stem_wav_options(opts: SeparationOptions) -> SeparationOptions:
+    """The options the stems of a stem file are separated with: float WAV at the input's or model's rate."""
+    return replace(opts, fmt="wav", subtype="FLOAT", stem=None, instrumental=False)
+
+
+def check_stem_file(config: Config, opts: SeparationOptions) -> list[str]:
+    """Before any work: ffmpeg is there, the settings are good, and the model's stems fill NI's four
+    slots (one SettingsError line naming what it has and how to map it). The four, in NI's order."""
+    from ..formats import nistem
+
+    stem = opts.stem or StemFileOptions()
+    if opts.instrumental:
+        raise SettingsError("--instrumental writes an extra file; a stem file holds exactly NI's four stems "
+                            "(drop --instrumental, or use --format wav/flac)")
+    nistem.find_ffmpeg()
+    if stem.codec not in nistem.CODECS:
+        raise SettingsError(f"--codec must be one of {', '.join(nistem.CODECS)}, got {stem.codec!r}")
+    if stem.codec == "alac" and stem.bits not in nistem.ALAC_BITS:
+        raise SettingsError(f"ALAC stem files are 16 or 24 bit, not {stem.bits}")
+    return nistem.match_stems(output_stems(config, stem_wav_options(opts)), stem.order)
+
+
+def encode_stem_file(input_path: str, work: str, target: str, config: Config, opts: SeparationOptions) -> str:
+    """The stem file ``target`` from the separated stems in ``work`` and the input file itself (the
+    master), with the input's tags; written under a temporary name and renamed (nistem)."""
+    from ..formats import nistem
+
+    stem = opts.stem or StemFileOptions()
+    names = output_stems(config, stem_wav_options(opts))
+    files = {name: os.path.join(work, f"{name}.wav") for name in names}
+    return nistem.write_stem_file_from_files(target, input_path, files, order=stem.order, codec=stem.codec,
+                                             bits=stem.bits, kbps=stem.kbps,
+                                             out_rate=config.sample_rate if stem.out_rate == "model" else stem.out_rate,
+                                             tags=nistem.read_tags(input_path))
 
 
 PIECE_SECONDS = 30.0    # separate_file: audio read, separated and written per step (memory does not grow with the file)
@@ -123,6 +195,8 @@ def separate_file(model: torch.nn.Module, config: Config, path: str, out_dir: st
     name = _base_name(path)
     folder = os.path.join(out_dir, name) if folder is None else os.fspath(folder)
     path = os.fspath(path)
+    if opts.fmt == STEM_FORMAT:
+        return _separate_to_stem_file(model, config, path, out_dir, opts, folder, runners, piece_seconds)
     source = FileSource(path, config)  # read through once: unreadable, NaN/inf or empty refused here
     _check_outside(path, folder)
     stems_folder = AtomicFolder(folder, replaceable=[*config.stems, "instrumental"])
@@ -448,8 +522,29 @@ def separate_file_whole(model: torch.nn.Module, config: Config, path: str, out_d
     return result
 
 
+def _separate_to_stem_file(model, config: Config, path: str, out_dir: str, opts: SeparationOptions, folder: str,
+                           runners, piece_seconds: float) -> SeparationResult:
+    """``--format stem``: the stems separated (in bounded memory) into a hidden folder next to the
+    target, then encoded with the input as the master into ``folder.stem.mp4``; the folder removed."""
+    check_stem_file(config, opts)
+    target = stem_target(folder)
+    work = stem_work_folder(folder)
+    _check_outside(path, work)
+    shutil.rmtree(work, ignore_errors=True)   # what an interrupted run left
+    try:
+        result = separate_file(model, config, path, out_dir, stem_wav_options(opts), folder=work, runners=runners,
+                               piece_seconds=piece_seconds)
+        encode_stem_file(path, work, target, config, opts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.files = [target]
+    return result
+
+
 def stem_files(stems: list[str], folder: str, opts: SeparationOptions) -> list[str]:
-    """The files :func:`write_stems` writes for these stem names."""
+    """The files :func:`write_stems` writes for these stem names (``--format stem``: the one stem file)."""
+    if opts.fmt == STEM_FORMAT:
+        return [stem_target(folder)]
     return [os.path.join(folder, f"{stem}.{opts.fmt}") for stem in stems]
 
 

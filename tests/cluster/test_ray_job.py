@@ -3,7 +3,9 @@
 without --ray."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +15,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
+import streamer
 from bridge.cli.main import main
+from conftest import randomize, write_yaml
 from cluster_helpers import (RATE, latest, leftovers, library, manifest, plain_separate, separate_args, song,
                              stem_files, tiny_model)
 
@@ -263,3 +268,35 @@ def test_tta_and_instrumental_match_plain_separate(tmp_path, model, local_ray):
     ours, theirs = stem_files(out), stem_files(reference)
     assert sorted(ours) == sorted(theirs) and len(ours) == 3
     assert ours == theirs  # bit for bit, the ranges' three passes merged in order
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (Debian: ffmpeg)")
+def test_stem_files_on_ray_equal_local_ones_and_a_rerun_skips_them(tmp_path, local_ray, capsys):
+    from streamer.formats import nistem
+
+    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=("vocals", "drums", "bass", "other"), target=None,
+                     extra_model={"num_stems": 4})
+    torch.manual_seed(1)
+    model4 = randomize(streamer.build_model(streamer.load_config(cfg)), scale=0.1)
+    ckpt = tmp_path / "tiny4.ckpt"
+    torch.save(model4.state_dict(), ckpt)
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    sf.write(lib / "a.wav", song(2.2, 1), RATE, subtype="FLOAT")
+    sf.write(lib / "sub" / "b.wav", song(1.7, 2), RATE, subtype="FLOAT")
+    common = ["--config", cfg, "--checkpoint", ckpt, "--format", "stem", "--codec", "alac", "--recursive",
+              "--no-progress"]
+    assert main(["separate", str(lib), "--out", str(tmp_path / "local"), *map(str, common)]) == 0
+    assert main(["separate", str(lib), "--out", str(tmp_path / "ray"), "--ray", *map(str, common)]) == 0
+    for rel in ("a.stem.mp4", "sub/b.stem.mp4"):
+        here, there = nistem.read_stem_file(tmp_path / "local" / rel), nistem.read_stem_file(tmp_path / "ray" / rel)
+        np.testing.assert_array_equal(here.stems, there.stems)
+        np.testing.assert_array_equal(here.master, there.master)
+    assert sorted(p.name for p in (tmp_path / "ray").rglob("*") if p.is_file() and p.name != ".manifest.lock") == \
+        ["a.stem.mp4", "b.stem.mp4", "manifest.jsonl"]   # the separated stems are gone
+    records = [json.loads(line) for line in (tmp_path / "ray" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["output"].rsplit("/", 1)[-1] for r in records} == {"a.stem.mp4", "b.stem.mp4"}
+    assert all(r["settings"]["format"] == "stem" and r["settings"]["stem_file"]["codec"] == "alac" for r in records)
+    capsys.readouterr()
+    assert main(["separate", str(lib), "--out", str(tmp_path / "ray"), "--ray", *map(str, common)]) == 0
+    assert "0 separated, 2 already done (skipped), 0 failed" in capsys.readouterr().out

@@ -31,7 +31,7 @@ ALLOWED = {
     "streamer.msst": ("streamer.msst", "streamer.models", "streamer.errors"),
     "streamer.formats": ("streamer.formats", "streamer.audio", "streamer.errors"),
     "streamer.inference": ("streamer.inference", "streamer.msst", "streamer.models", "streamer.audio",
-                           "streamer.outputs", "streamer.errors"),
+                           "streamer.outputs", "streamer.formats", "streamer.errors"),
     "streamer.stream": ("streamer.stream", "streamer.inference.runner", "streamer.inference.precision",
                         "streamer.inference.chunks", "streamer.inference.residual", "streamer.msst", "streamer.errors"),
     "streamer.cluster": ("streamer.cluster", "streamer.inference", "streamer.msst", "streamer.audio",
