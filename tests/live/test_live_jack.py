@@ -75,6 +75,10 @@ def test_mute_and_a_routed_bus_arrive_on_the_device_outputs_sample_aligned(files
                                                   "main,monitor", "--route", "monitor:3-4", "--mute", "vocals",
                                                   "--record", str(tmp_path / "take")])
         ports = wait_for_ports(server, "PortAudio:out", proc=proc)
+        deadline = time.monotonic() + 10
+        while len(ports) < 4 and time.monotonic() < deadline:   # PortAudio registers its ports one by one
+            time.sleep(0.05)
+            ports = wait_for_ports(server, "PortAudio:out", proc=proc)
         assert len(ports) == 4
         time.sleep(1.0)   # past the latency: the outputs carry the song
         subprocess.run(["jack_rec", "-f", str(tmp_path / "device.wav"), "-d", "1", "-b", "32", *sorted(ports)],
