@@ -88,9 +88,9 @@ def check_length(what: str, samples: int, config, extra_n_fft: int = 0) -> None:
                             f"({1000 * least / rate:.1f} ms at {rate} Hz) for its {n_fft}-point STFT")
 
 
-def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
+def add_model_args(p: argparse.ArgumentParser, checkpoint_required: bool = True, config_required: bool = True) -> None:
     """--config, --checkpoint, --model-type, --trust-checkpoint, --device, --precision."""
-    p.add_argument("--config", required=True, help="MSST-format YAML config of the model")
+    p.add_argument("--config", required=config_required, help="MSST-format YAML config of the model")
     p.add_argument("--checkpoint", required=checkpoint_required,
                    help="model weights: .ckpt/.pth (plain or wrapped state_dict) or .safetensors")
     p.add_argument("--model-type", choices=["bs_roformer", "mel_band_roformer"],

@@ -20,8 +20,18 @@ def register(sub) -> None:
                     "input's rate and length (or the model's rate with --output-rate model).",
     )
     sep.add_argument("inputs", nargs="+", help="audio files (wav, flac, ogg, mp3, aiff) or folders of them")
-    add_model_args(sep)
+    add_model_args(sep, checkpoint_required=False, config_required=False)
     add_backend_arg(sep)
+    remote = sep.add_argument_group("separation service (stemstream serve; needs the extra: "
+                                    "pip install 'stemstream[serve]')")
+    remote.add_argument("--remote", metavar="URL",
+                        help="separate through the service at ws://HOST:PORT (the same stems as here, the model "
+                             "runs there; --config, if given, is checked against the served model)")
+    remote.add_argument("--token", default=None, help="the service's token (default: $STEMSTREAM_TOKEN)")
+    remote.add_argument("--model-name", default=None, metavar="NAME",
+                        help="which of the service's models (default: its only one)")
+    remote.add_argument("--wire", choices=["fp32", "fp16"], default="fp32",
+                        help="audio on the wire as fp32 (default: the same stems as here) or fp16 (half the bytes)")
     sep.add_argument("--out", required=True, help="output folder")
     sep.add_argument("--instrumental", action="store_true",
                      help="also write instrumental = mix minus the vocals stem (or the first stem)")
@@ -92,7 +102,7 @@ def register(sub) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    from streamer.errors import AudioError, StemstreamError
+    from streamer.errors import AudioError, SettingsError, StemstreamError
     from streamer.inference.demix import RunnerCache
     from streamer.inference.residual import model_residual_index
     from streamer.inference.separate import (STEM_FORMAT, check_stem_file, list_inputs, plan_outputs, separate_file,
@@ -105,6 +115,14 @@ def cmd_separate(args: argparse.Namespace) -> int:
         if not os.path.isfile(p):
             raise AudioError(f"audio file not found: {p}")
     plan = plan_outputs(inputs, args.out)  # inputs that would write the same stems folder: refused before any work
+    if args.remote:
+        return _separate_remote(args, plan)
+    for flag in ("token", "model_name"):
+        if getattr(args, flag):
+            raise SettingsError(f"--{flag.replace('_', '-')} goes with --remote")
+    if not args.config or not args.checkpoint:
+        raise SettingsError("separate needs the model: --config MODEL.yaml --checkpoint MODEL.ckpt (or --remote URL "
+                            "for a separation service)")
     if args.ray is not None:
         return _separate_on_ray(args, plan)
     with output_folder(args.out):  # a folder this run creates is removed again if the run fails
@@ -138,6 +156,56 @@ def cmd_separate(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: {len(result.files)} stems in {took:.1f} s "
                       f"({took / max(result.seconds, 1e-9):.2f}x real time) -> {folder}", flush=True)
+    if failed:
+        print(f"{len(plan) - len(failed)} separated, {len(failed)} failed:", file=sys.stderr)
+        for path, reason in failed:
+            print(f"failed: {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _separate_remote(args: argparse.Namespace, plan: dict[str, str]) -> int:
+    """``--remote``: each file through the separation service, with the same options, files and layout
+    as here; a file that fails does not stop the others (as without --remote)."""
+    from streamer.errors import SettingsError, StemstreamError
+    from streamer.inference.separate import STEM_FORMAT, stem_target
+    from streamer.outputs import output_folder
+
+    if args.ray is not None:
+        raise SettingsError("--remote separates through a service; --ray runs the model on a Ray cluster: one or the other")
+    if args.checkpoint:
+        raise SettingsError("--remote runs the service's model: drop --checkpoint (--config, if given, is checked "
+                            "against the served model)")
+    token = args.token or os.environ.get("STEMSTREAM_TOKEN")
+    if not token:
+        raise SettingsError("--remote needs the service's token: --token T or $STEMSTREAM_TOKEN")
+    try:
+        from streamer.remote.client import separate_file_remote
+    except ImportError as exc:
+        raise SettingsError(f"--remote needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
+    config = None
+    if args.config:
+        from streamer.msst.config import load_config
+
+        config = load_config(args.config, model_type=args.model_type)
+    opts = _options(args, device="cpu", precision="fp32", progress=not args.no_progress and sys.stderr.isatty())
+    failed: list[tuple[str, str]] = []
+    with output_folder(args.out):
+        for path, folder in plan.items():
+            t0 = time.perf_counter()
+            try:
+                result = separate_file_remote(args.remote, token, path, args.out, opts, model=args.model_name,
+                                              folder=folder, config=config, wire=args.wire)
+            except StemstreamError as exc:
+                if args.fail_fast or len(plan) == 1:
+                    raise
+                print(f"{path}: failed: {exc}", file=sys.stderr, flush=True)
+                failed.append((path, str(exc)))
+                continue
+            took = time.perf_counter() - t0
+            where = stem_target(folder) if opts.fmt == STEM_FORMAT else folder
+            print(f"{path}: {len(result.files)} file{'s' if len(result.files) != 1 else ''} in {took:.1f} s through "
+                  f"{args.remote} -> {where}", flush=True)
     if failed:
         print(f"{len(plan) - len(failed)} separated, {len(failed)} failed:", file=sys.stderr)
         for path, reason in failed:

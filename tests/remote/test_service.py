@@ -293,3 +293,27 @@ def test_live_remote_records_stems_that_sum_to_the_delayed_input(service, tmp_pa
     np.testing.assert_array_equal(take["buses"]["main"], live_helpers.delayed(x, L))
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ") and "token" in refused.stderr.lower()
+
+
+def test_separate_remote_writes_the_same_files_as_local_separate(service, tmp_path, capsys):
+    from bridge.cli import main
+
+    wav = tmp_path / "song.wav"
+    sf.write(wav, song(1.7, seed=3).T, RATE, subtype="FLOAT")
+    assert main(["separate", str(wav), "--remote", service["url"], "--token", TOKEN, "--out", str(tmp_path / "r"),
+                 "--config", str(service["cfg"]), "--no-progress"]) == 0
+    assert main(["separate", str(wav), "--config", str(service["cfg"]), "--checkpoint", str(service["ckpt"]),
+                 "--out", str(tmp_path / "l"), "--no-progress"]) == 0
+    remote = sorted(p.relative_to(tmp_path / "r") for p in (tmp_path / "r").rglob("*.wav"))
+    assert remote == sorted(p.relative_to(tmp_path / "l") for p in (tmp_path / "l").rglob("*.wav")) and remote
+    for rel in remote:
+        x, _ = sf.read(tmp_path / "r" / rel, dtype="float32")
+        y, _ = sf.read(tmp_path / "l" / rel, dtype="float32")
+        assert x.shape == y.shape and np.abs(x - y).max() <= 1e-5
+    capsys.readouterr()
+    assert main(["separate", str(wav), "--remote", service["url"], "--token", "wrong-token-000",
+                 "--out", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "token" in err[0].lower()
+    assert main(["separate", str(wav), "--out", str(tmp_path / "n")]) == 1
+    assert "--config MODEL.yaml --checkpoint MODEL.ckpt (or --remote URL" in capsys.readouterr().err
