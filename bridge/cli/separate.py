@@ -102,11 +102,10 @@ def register(sub) -> None:
 
 
 def cmd_separate(args: argparse.Namespace) -> int:
-    from streamer.errors import AudioError, SettingsError, StemstreamError
+    from streamer.errors import AudioError, SettingsError
     from streamer.inference.demix import RunnerCache
     from streamer.inference.residual import model_residual_index
-    from streamer.inference.separate import (STEM_FORMAT, check_stem_file, list_inputs, plan_outputs, separate_file,
-                                             stem_target)
+    from streamer.inference.separate import STEM_FORMAT, check_stem_file, list_inputs, plan_outputs, separate_file
     from streamer.outputs import output_folder
 
     inputs = list_inputs(args.inputs, recursive=args.recursive)
@@ -136,39 +135,14 @@ def cmd_separate(args: argparse.Namespace) -> int:
             check_stem_file(loaded.config, opts)   # ffmpeg, the codec, the model's four stems: before any work
         # one runner per chunk size for every file: the ONNX core (or auto's timing) is made once
         runners = RunnerCache(loaded.model, opts.device, opts.precision, opts.backend)
-        failed: list[tuple[str, str]] = []
-        for path, folder in plan.items():
-            t0 = time.perf_counter()
-            try:
-                result = separate_file(loaded.model, loaded.config, path, args.out, opts, folder=folder,
-                                       runners=runners)
-            except StemstreamError as exc:
-                if args.fail_fast or len(plan) == 1:
-                    raise  # one error line, as for any bad input
-                # a file that cannot be separated fails alone (its stems folder untouched); the others go on
-                print(f"{path}: failed: {exc}", file=sys.stderr, flush=True)
-                failed.append((path, str(exc)))
-                continue
-            took = time.perf_counter() - t0
-            if opts.fmt == STEM_FORMAT:
-                print(f"{path}: stem file in {took:.1f} s ({took / max(result.seconds, 1e-9):.2f}x real time) -> "
-                      f"{stem_target(folder)}", flush=True)
-            else:
-                print(f"{path}: {len(result.files)} stems in {took:.1f} s "
-                      f"({took / max(result.seconds, 1e-9):.2f}x real time) -> {folder}", flush=True)
-    if failed:
-        print(f"{len(plan) - len(failed)} separated, {len(failed)} failed:", file=sys.stderr)
-        for path, reason in failed:
-            print(f"failed: {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+        return _each_file(args, plan, opts, lambda path, folder: separate_file(
+            loaded.model, loaded.config, path, args.out, opts, folder=folder, runners=runners))
 
 
 def _separate_remote(args: argparse.Namespace, plan: dict[str, str]) -> int:
     """``--remote``: each file through the separation service, with the same options, files and layout
     as here; a file that fails does not stop the others (as without --remote)."""
-    from streamer.errors import SettingsError, StemstreamError
-    from streamer.inference.separate import STEM_FORMAT, stem_target
+    from streamer.errors import SettingsError
     from streamer.outputs import output_folder
 
     if args.ray is not None:
@@ -189,23 +163,36 @@ def _separate_remote(args: argparse.Namespace, plan: dict[str, str]) -> int:
 
         config = load_config(args.config, model_type=args.model_type)
     opts = _options(args, device="cpu", precision="fp32", progress=not args.no_progress and sys.stderr.isatty())
-    failed: list[tuple[str, str]] = []
     with output_folder(args.out):
-        for path, folder in plan.items():
-            t0 = time.perf_counter()
-            try:
-                result = separate_file_remote(args.remote, token, path, args.out, opts, model=args.model_name,
-                                              folder=folder, config=config, wire=args.wire)
-            except StemstreamError as exc:
-                if args.fail_fast or len(plan) == 1:
-                    raise
-                print(f"{path}: failed: {exc}", file=sys.stderr, flush=True)
-                failed.append((path, str(exc)))
-                continue
-            took = time.perf_counter() - t0
-            where = stem_target(folder) if opts.fmt == STEM_FORMAT else folder
-            print(f"{path}: {len(result.files)} file{'s' if len(result.files) != 1 else ''} in {took:.1f} s through "
-                  f"{args.remote} -> {where}", flush=True)
+        return _each_file(args, plan, opts, lambda path, folder: separate_file_remote(
+            args.remote, token, path, args.out, opts, model=args.model_name, folder=folder, config=config,
+            wire=args.wire), via=f" through {args.remote}")
+
+
+def _each_file(args: argparse.Namespace, plan: dict[str, str], opts, separate_one, via: str = "") -> int:
+    """Run ``separate_one(path, folder)`` for each input of ``plan``: a line per file as it is done; a file
+    that fails does not stop the others (unless --fail-fast or it is the only one: then its one error
+    line); every failure listed at the end, with exit status 1."""
+    from streamer.errors import StemstreamError
+    from streamer.inference.separate import STEM_FORMAT, stem_target
+
+    failed: list[tuple[str, str]] = []
+    for path, folder in plan.items():
+        t0 = time.perf_counter()
+        try:
+            result = separate_one(path, folder)
+        except StemstreamError as exc:
+            if args.fail_fast or len(plan) == 1:
+                raise  # one error line, as for any bad input
+            # a file that cannot be separated fails alone (its stems folder untouched); the others go on
+            print(f"{path}: failed: {exc}", file=sys.stderr, flush=True)
+            failed.append((path, str(exc)))
+            continue
+        took = time.perf_counter() - t0
+        what, where = (("stem file", stem_target(folder)) if opts.fmt == STEM_FORMAT
+                       else (f"{len(result.files)} stems", folder))
+        print(f"{path}: {what} in {took:.1f} s ({took / max(result.seconds, 1e-9):.2f}x real time){via} -> {where}",
+              flush=True)
     if failed:
         print(f"{len(plan) - len(failed)} separated, {len(failed)} failed:", file=sys.stderr)
         for path, reason in failed:
