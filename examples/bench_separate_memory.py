@@ -40,12 +40,14 @@ def make_input(path: pathlib.Path, minutes: float, rate: int = 44100) -> pathlib
     clip, _ = generated_clip(20.0, rate, seed=1)
     clip = (clip / max(1.0, float(np.abs(clip).max()) * 1.1)).T
     total = int(round(minutes * 60 * rate))
-    with sf.SoundFile(str(path), "w", rate, 2, subtype="PCM_16", format="FLAC") as fh:
+    partial = path.with_name(path.name + ".partial")  # renamed when complete: a killed run leaves no short input
+    with sf.SoundFile(str(partial), "w", rate, 2, subtype="PCM_16", format="FLAC") as fh:
         left = total
         while left > 0:
             n = min(left, clip.shape[0])
             fh.write(clip[:n])
             left -= n
+    os.replace(partial, path)
     return path
 
 
