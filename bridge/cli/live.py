@@ -252,20 +252,27 @@ def _remote_lengths(args: argparse.Namespace, rate: int) -> dict:
 
 
 def _apply_mixer_flags(sep, args: argparse.Namespace) -> None:
-    """--mute, --solo and --gain on the first bus."""
+    """--mute, --solo and --gain on the first bus: one mixer state, applied as one change."""
+    from bridge.mix.state import MixerState
     from streamer.errors import SettingsError
 
-    controls = sep.mixer.stems
-    for flag, stems in (("--mute", args.mute), ("--solo", args.solo)):
-        for stem in stems:
-            if stem not in controls:
-                raise SettingsError(f"{flag} {stem}: no such stem; stems: {', '.join(sep.stem_names)}")
-            setattr(controls[stem], flag[2:], True)
-    for text in args.gain:
-        stem, db = _stem_db(text)
-        if stem not in controls:
-            raise SettingsError(f"--gain {text}: no such stem; stems: {', '.join(sep.stem_names)}")
-        controls[stem].gain_db = db
+    state = MixerState.snapshot(sep.mixer)
+    changes = [(f"--{flag} {stem}", stem, {flag: True}) for flag in ("mute", "solo")
+               for stem in getattr(args, flag)]
+    changes += [(f"--gain {text}", *_stem_db_change(text)) for text in args.gain]
+    for where, stem, control in changes:
+        if stem not in sep.stem_names:
+            raise SettingsError(f"{where}: no such stem; stems: {', '.join(sep.stem_names)}")
+        try:
+            state = state.with_stem(stem, **control)
+        except ValueError as exc:
+            raise SettingsError(f"{where}: expected {exc}") from None
+    state.apply(sep.mixer)
+
+
+def _stem_db_change(text: str) -> tuple[str, dict]:
+    stem, db = _stem_db(text)
+    return stem, {"gain_db": db}
 
 
 def is_stem_file(path: str) -> bool:

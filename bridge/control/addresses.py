@@ -3,8 +3,8 @@ OSC 1.0 address patterns.
 
 | address | argument | what |
 |---|---|---|
-| ``/stem/<stem>/mute``, ``/stem/<stem>/solo`` | 1/0, true/false, or a float (>= 0.5 is on) | first bus |
-| ``/stem/<stem>/gain`` | dB (a finite number; above +24 stops at +24) | first bus |
+| ``/stem/<stem>/mute``, ``/stem/<stem>/solo`` | 1/0 (int or float) or true/false | first bus |
+| ``/stem/<stem>/gain`` | dB (a number, -inf is silence; above +24 stops at +24) | first bus |
 | ``/stem/<stem>/fader`` | 0..1, the mixer's fader law (0.75 = 0 dB; beyond 0..1 stops at the ends) | first bus |
 | ``/bus/<bus>/stem/<stem>/mute|solo|gain|fader`` | as above | any bus |
 | ``/bus/<bus>/gain|fader|mute`` | as above | a bus's master |
@@ -19,6 +19,9 @@ A message without arguments to a settable address is a query: the answer goes ba
 on the same address, with the current value (mute/solo/bypass as int 0/1, gains and faders as float;
 a silent gain is ``-inf``). Patterns (``*``, ``?``, ``[a-z]``, ``[!a-z]``, ``{vocals,drums}``) match
 the addresses as OSC 1.0 defines them (no part crosses a ``/``).
+
+Values follow the mixer's rules (:data:`bridge.mix.mixer.RULES`), the same for every source (Python,
+rig files, CLI flags, the terminal mixer, MIDI).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bridge.mix.mixer import StemMixer
+from bridge.mix.mixer import StemMixer, flag_value, shown
 from streamer.errors import SettingsError
 
 PATTERN_CHARS = set("*?[]{}")
@@ -61,19 +64,17 @@ def _one(address: str, args: tuple) -> Any:
 
 
 def as_flag(address: str, args: tuple) -> bool:
-    """1/0, true/false, or a float as a button sends it (>= 0.5 is on)."""
+    """A flag by the mixer's rule (:func:`bridge.mix.mixer.flag_value`): 1/0 (int or float), true/false."""
     v = _one(address, args)
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int):
-        if v in (0, 1):
-            return bool(v)
-        raise ControlError(f"{address}: expected 1 or 0, got {v}")
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ControlError(f"{address}: expected a finite number, got {v}")
-        return v >= 0.5
-    raise ControlError(f"{address}: expected 1/0 or true/false, got {type(v).__name__} {v!r}")
+    try:
+        return flag_value(v)
+    except ValueError as exc:
+        raise ControlError(f"{address}: expected {exc}, got {type(v).__name__} {shown(v)}") from None
+
+
+def as_value(address: str, args: tuple) -> Any:
+    """One argument, as sent: the control's own rule (the mixer's) checks it."""
+    return _one(address, args)
 
 
 def as_number(address: str, args: tuple) -> float:
@@ -246,9 +247,9 @@ class AddressSpace:
                     eps.update(self._stem_controls(base, bus, stem))
             master = m.buses[bus]
             eps[f"/bus/{bus}/gain"] = Endpoint(f"/bus/{bus}/gain", lambda mb=master: mb.gain_db,
-                                               self._setter(master, "gain_db", as_number, f"/bus/{bus}/gain"))
+                                               self._setter(master, "gain_db", as_value, f"/bus/{bus}/gain"))
             eps[f"/bus/{bus}/fader"] = Endpoint(f"/bus/{bus}/fader", lambda mb=master: mb.fader,
-                                                self._setter(master, "fader", as_number, f"/bus/{bus}/fader"))
+                                                self._setter(master, "fader", as_value, f"/bus/{bus}/fader"))
             eps[f"/bus/{bus}/mute"] = Endpoint(f"/bus/{bus}/mute", lambda mb=master: int(mb.mute),
                                                self._setter(master, "mute", as_flag, f"/bus/{bus}/mute"), tag="i")
         for stem in m.stem_names:
@@ -272,7 +273,7 @@ class AddressSpace:
 
     def _stem_controls(self, base: str, bus: str, stem: str) -> dict[str, Endpoint]:
         c = self.mixer.buses[bus].stems[stem]
-        flag, number = as_flag, as_number
+        flag, number = as_flag, as_value
         return {
             f"{base}/mute": Endpoint(f"{base}/mute", lambda: int(c.mute),
                                      self._setter(c, "mute", flag, f"{base}/mute"), tag="i"),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
-from bridge.mix.scenes import SceneRecaller
 from streamer.errors import SettingsError
 
-from .addresses import AddressSpace, ControlError
+from .addresses import ControlError
+from .model import ControlModel
 from .transport import OSCTransport, Packet
 
 log = logging.getLogger(__name__)
@@ -138,14 +137,15 @@ class OSCControl:
                  queue_size: int = 4096, subscription_seconds: float = SUBSCRIPTION_SECONDS):
         self.sep = separator
         self.mixer = separator.mixer
-        self.recaller = SceneRecaller(self.mixer, scenes if scenes is not None else getattr(separator, "scenes", {}))
-        self._status = status
+        self.model = ControlModel.of(separator)   # shared with every other surface of this separator
+        self.recaller = self.model.recaller
+        if scenes is not None:
+            self.recaller.scenes = dict(scenes)
+            self.model.refresh()
+        if status is not None:
+            self.model.set_host_status(status)
         self.subscription_seconds = float(subscription_seconds)
-        self.space = AddressSpace(separator, {
-            "get_bypass": lambda: self.mixer.bypass, "set_bypass": self._set_bypass,
-            "reset": separator.request_reset, "recall": self.recaller.recall,
-            "scenes": lambda: list(self.recaller.scenes),
-        })
+        self.space = self.model.space
         self.counters = {"messages": 0, "applied": 0, "queries": 0, "errors": 0, "malformed": 0,
                          "feedback_ignored": 0, "meter_packets": 0, "echo_packets": 0}
         self.subscribers: dict[tuple, Subscriber] = {}
@@ -164,6 +164,7 @@ class OSCControl:
     def _start(self) -> None:
         _install_log_filter()
         self.transport.start()
+        self.model.add_surface("osc", self._counters)
         self._state = self.space.state()
         for target, name in ((self._apply_loop, "stemstream-osc-apply"), (self._feedback_loop, "stemstream-osc-feedback")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -182,7 +183,7 @@ class OSCControl:
     def close(self) -> None:
         """Stop the threads and close the sockets (idempotent)."""
         self._stop.set()
-        self.recaller.cancel()
+        self.model.remove_surface("osc")
         self.transport.close()
         for t in self._threads:
             t.join(2.0)
@@ -302,29 +303,14 @@ class OSCControl:
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         """What ``/engine/status`` answers: latency, real-time factor, misses, xruns (live), the model,
-        and the control server's own counters (drops included)."""
-        st = self.sep.engine.stats
-        extra = self._status() if self._status is not None else {}
-        out: dict[str, Any] = {
-            "latency_ms": float(extra.get("latency_ms", st["latency_ms"])),
-            "realtime_factor": float(st["realtime_factor"]) if math.isfinite(st["realtime_factor"]) else -1.0,
-            "deadline_misses": int(st["deadline_misses"]),
-        }
-        if "input_overflows" in extra:
-            out["xruns"] = int(extra["input_overflows"]) + int(extra["output_underflows"])
-        if "seconds" in extra:
-            out["seconds"] = float(extra["seconds"])     # live: audio played so far (the recording's position)
-        config = getattr(self.sep, "config", None)
-        path = getattr(config, "path", None)
-        out["model"] = os.path.basename(path) if path else type(self.sep.engine.model).__name__
-        out["bypass"] = int(self.mixer.bypass)
+        and every surface's counters (this server's: messages, errors, drops, refusals, subscribers)."""
+        return self.model.status().values()
+
+    def _counters(self) -> dict[str, int]:
         t = self.transport.counters
-        out["osc_messages"] = self.counters["messages"]
-        out["osc_errors"] = self.counters["errors"]
-        out["osc_dropped"] = int(t.get("dropped_full", 0))
-        out["osc_refused"] = int(t.get("refused", 0))
-        out["subscribers"] = len(self.subscribers)
-        return out
+        return {"messages": self.counters["messages"], "errors": self.counters["errors"],
+                "dropped": int(t.get("dropped_full", 0)), "refused": int(t.get("refused", 0)),
+                "subscribers": len(self.subscribers)}
 
     # ------------------------------------------------------------------ subscriptions
     def _subscribe(self, pkt: Packet, args: tuple) -> None:

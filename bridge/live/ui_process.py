@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from bridge.mix.mixer import StemMixer
+from bridge.mix.state import MixerState
 
 log = logging.getLogger(__name__)
 
@@ -36,38 +37,14 @@ JOIN_SECONDS = 3.0
 UI_NICENESS = 10     # the mixer process's CPU priority, below the audio's
 
 
-def mixer_controls(mixer: StemMixer) -> list:
-    """Every control of every bus: ``[(bus gain dB, bus mute, [(gain dB, mute, solo) per stem]) per bus]``."""
-    out = []
-    for bus in mixer.bus_names:
-        b = mixer.buses[bus]
-        out.append((b.gain_db, b.mute,
-                    [(c.gain_db, c.mute, c.solo) for c in (b.stems[s] for s in mixer.stem_names)]))
-    return out
+def mixer_controls(mixer: StemMixer) -> MixerState:
+    """Every control of every bus, as one value (:class:`bridge.mix.state.MixerState`)."""
+    return MixerState.snapshot(mixer)
 
 
-def apply_controls(mixer: StemMixer, controls: list) -> None:
-    """Set ``controls`` (as from :func:`mixer_controls`) on ``mixer``, touching only what differs, as one
-    change (``StemMixer.batch``)."""
-    with mixer.batch():
-        _apply(mixer, controls)
-
-
-def _apply(mixer: StemMixer, controls: list) -> None:
-    for bus, (bus_gain, bus_mute, stems) in zip(mixer.bus_names, controls):
-        b = mixer.buses[bus]
-        if b.gain_db != bus_gain:
-            b.gain_db = bus_gain
-        if b.mute != bus_mute:
-            b.mute = bus_mute
-        for stem, (gain_db, mute, solo) in zip(mixer.stem_names, stems):
-            c = b.stems[stem]
-            if c.gain_db != gain_db:
-                c.gain_db = gain_db
-            if c.mute != mute:
-                c.mute = mute
-            if c.solo != solo:
-                c.solo = solo
+def apply_controls(mixer: StemMixer, controls: MixerState) -> None:
+    """Set ``controls`` on ``mixer``, touching only what differs, as one change (``StemMixer.batch``)."""
+    controls.apply(mixer)
 
 
 class _Mirror(StemMixer):

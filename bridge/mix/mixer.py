@@ -11,11 +11,17 @@ soloed, only the soloed stems are heard on that bus (mute still wins).
 Fader law (``fader``, 0..1, as X32/M32 consoles and TouchOSC faders use it): four linear segments
 in dB, 1.0 = +10 dB, 0.75 = 0 dB (unity), 0.5 = -10 dB, 0.25 = -30 dB, 0.0625 = -60 dB, 0 = off.
 
-Control values: ``gain_db`` is a number (``-inf`` is silence; above +24 dB it stops at +24), ``fader``
-a number (beyond 0..1 it stops at its ends, as a fader does), ``mute``/``solo`` ``True``/``False`` (or
-1/0, as OSC toggles send them). NaN, strings, ``None`` and other types are refused with a
+Control values (one rule each, :data:`RULES`, used by every source: Python, rig files, CLI flags, the
+terminal mixer, OSC, MIDI, the browser mixer): ``gain_db`` is a number (``-inf`` is silence; above +24 dB
+it stops at +24), ``fader`` a finite number (beyond 0..1 it stops at its ends, as a fader does),
+``mute``/``solo`` ``True``/``False`` (or 1/0, as OSC toggles send them). NaN, +inf, strings, ``None``
+and other types are refused with a
 ``SettingsError`` naming the stem and the control, and the control keeps its value: nothing is
 silently read as something else (a NaN fader is not "off", the string ``"false"`` is not true).
+
+Changes are announced: ``mixer.add_listener(fn)`` calls ``fn()`` after every published change (a
+setter, a batch's end, bypass, a reset), on the thread that made it; listeners must be quick (set an
+event, bump a counter) and never block. Surfaces use it to send feedback instead of polling the state.
 
 With every gain of a bus at unity and nothing muted or soloed, the bus is the delayed input itself,
 bit for bit (when the engine has a residual, spread or in a stem, the stems sum to it), as DJ hardware passes the
@@ -42,16 +48,63 @@ def _real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+# ---------------------------------------------------------------------------------- value rules
+# Every control value follows one rule, defined here and used by every source: Python, rig files, CLI
+# flags, the terminal mixer, OSC, MIDI and the browser mixer (bridge.control.model). A rule returns the
+# value the control takes, or raises ValueError with what it accepts (the caller names the control).
+FLAG_TEXT = "true or false (or 1/0)"
+GAIN_TEXT = "a number of dB: finite, or -inf for silence (above +24 it stops at +24)"
+FADER_TEXT = "a number from 0 to 1 (0.75 = unity, 0 = off)"
+MAX_GAIN_DB = 24.0
+
+
+def flag_value(value) -> bool:
+    """``mute``/``solo``/``bypass``: True/False, or 1/0 (int or float, as OSC toggles and YAML send them)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if _real(value) and float(value) in (0.0, 1.0):
+        return float(value) == 1.0
+    raise ValueError(FLAG_TEXT)
+
+
+def gain_value(value) -> float:
+    """``gain_db``: a number; -inf is silence; above +24 it stops at +24; NaN and +inf refused."""
+    if not _real(value):
+        raise ValueError(GAIN_TEXT)
+    value = float(value)
+    if math.isnan(value) or value == math.inf:
+        raise ValueError(GAIN_TEXT)
+    return min(MAX_GAIN_DB, value)
+
+
+def fader_value(value) -> float:
+    """``fader``: a finite number; beyond 0..1 it stops at its ends, as a fader does."""
+    if not _real(value) or not math.isfinite(float(value)):
+        raise ValueError(FADER_TEXT)
+    return min(1.0, max(0.0, float(value)))
+
+
+def shown(value) -> str:
+    """A refused value as messages show it (NaN and infinities spelled out)."""
+    if _real(value) and not math.isfinite(float(value)):
+        return "NaN" if math.isnan(float(value)) else ("inf" if float(value) > 0 else "-inf")
+    return repr(value)
+
+
+RULES = {"gain_db": gain_value, "fader": fader_value, "mute": flag_value, "solo": flag_value, "bypass": flag_value}
+
+
 def checked_fader(where: str, value) -> float:
-    """A fader position from a control: a number (clamped to 0..1 by ``fader_to_db``); NaN refused."""
-    if not _real(value) or math.isnan(float(value)):
-        raise SettingsError(f"{where}: fader must be a number from 0 to 1 (0.75 = unity, 0 = off), got {value!r}")
-    return float(value)
+    """A fader position from a control (:func:`fader_value`), or a SettingsError naming ``where``."""
+    try:
+        return fader_value(value)
+    except ValueError:
+        raise SettingsError(f"{where}: fader must be {FADER_TEXT}, got {shown(value)}") from None
 
 
 def fader_to_db(fader: float) -> float:
     """X32 fader law: 0..1 -> dB (-inf at 0; beyond 0..1 the fader stops at its ends; NaN refused)."""
-    f = min(1.0, max(0.0, checked_fader("fader_to_db", fader)))
+    f = checked_fader("fader_to_db", fader)
     if f >= 0.5:
         return 40.0 * f - 30.0
     if f >= 0.25:
@@ -79,22 +132,28 @@ def db_to_fader(db: float) -> float:
 
 
 def checked_db(where: str, value: float) -> float:
-    """A gain in dB from a control: a number, NaN refused, at most +24 dB, -inf allowed (silence)."""
-    if not _real(value):
-        raise SettingsError(f"{where}: gain_db must be a number of dB (-inf is silence, at most +24), got {value!r}")
-    value = float(value)
-    if math.isnan(value):
-        raise SettingsError(f"{where}: gain_db must be a number of dB (-inf is silence, at most +24), got NaN")
-    return min(24.0, value)
+    """A gain in dB from a control (:func:`gain_value`), or a SettingsError naming ``where``."""
+    try:
+        return gain_value(value)
+    except ValueError:
+        raise SettingsError(f"{where}: gain_db must be {GAIN_TEXT}, got {shown(value)}") from None
 
 
 def checked_flag(where: str, key: str, value) -> bool:
-    """``mute``/``solo`` from a control: True/False, or 1/0 (OSC toggles); anything else refused."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if _real(value) and float(value) in (0.0, 1.0):
-        return float(value) == 1.0
-    raise SettingsError(f"{where}: {key} must be true or false (or 1/0), got {value!r}")
+    """``mute``/``solo`` from a control (:func:`flag_value`), or a SettingsError naming ``where`` and ``key``."""
+    try:
+        return flag_value(value)
+    except ValueError:
+        raise SettingsError(f"{where}: {key} must be {FLAG_TEXT}, got {shown(value)}") from None
+
+
+def audible_gain(gain_db: float, mute: bool, solo: bool, soloing: bool, master: float) -> float:
+    """The linear gain a stem is heard at on its bus: its own gain times the bus master's (``master``, 0
+    when the bus is muted), 0 when muted or when another stem of the bus is soloed (solo is additive,
+    mute wins). The one rule, used by the audio side's targets and by scene fades."""
+    if mute or (soloing and not solo):
+        return 0.0
+    return db_to_gain(gain_db) * master
 
 
 def db_to_gain(db: float) -> float:
@@ -294,13 +353,9 @@ class Bus:
 
     def targets(self) -> np.ndarray:
         soloing = any(c.solo for c in self.stems.values())
-        bus = 0.0 if self._mute else db_to_gain(self._gain_db)
-        out = np.zeros(len(self.stem_names), np.float32)
-        for i, name in enumerate(self.stem_names):
-            c = self.stems[name]
-            audible = not c.mute and (not soloing or c.solo)
-            out[i] = db_to_gain(c.gain_db) * bus if audible else 0.0
-        return out
+        master = 0.0 if self._mute else db_to_gain(self._gain_db)
+        return np.array([audible_gain(c.gain_db, c.mute, c.solo, soloing, master)
+                         for c in (self.stems[name] for name in self.stem_names)], np.float32)
 
     def __getitem__(self, stem: str) -> StemControl:
         try:
@@ -333,6 +388,7 @@ class StemMixer:
         self._pending = np.ones((n, len(self.stem_names)), np.float32)
         self._version = 0
         self._applied = 0
+        self._listeners: tuple = ()   # replaced, never mutated: iterated without the lock
         self._batching = 0
         self._batch_dirty = False
         self._bypass_target = np.zeros(1, np.float32)   # set by control threads
@@ -377,6 +433,29 @@ class StemMixer:
             for i, b in enumerate(self.bus_names):
                 self._pending[i] = self.buses[b].targets()
             self._version += 1
+        self._announce()
+
+    # ------------------------------------------------------------------ change notification
+    def add_listener(self, fn) -> None:
+        """Call ``fn()`` after every published change (see the module docstring); quick, never blocking."""
+        with self._lock:
+            self._listeners = self._listeners + (fn,)
+
+    def remove_listener(self, fn) -> None:
+        with self._lock:
+            self._listeners = tuple(f for f in self._listeners if f is not fn)
+
+    def _announce(self) -> None:
+        for fn in self._listeners:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a listener's fault never undoes a change nor stops the others
+                pass
+
+    @property
+    def version(self) -> int:
+        """Bumped by every published change of the controls."""
+        return self._version
 
     @contextlib.contextmanager
     def batch(self):
@@ -403,7 +482,10 @@ class StemMixer:
 
     @bypass.setter
     def bypass(self, value: bool) -> None:
-        self._bypass_target[0] = 1.0 if checked_flag("mixer", "bypass", value) else 0.0
+        target = 1.0 if checked_flag("mixer", "bypass", value) else 0.0
+        if self._bypass_target[0] != target:
+            self._bypass_target[0] = target
+            self._announce()
 
     def reset_controls(self) -> None:
         for bus in self.buses.values():
@@ -413,13 +495,20 @@ class StemMixer:
                 c._gain_db, c._mute, c._solo = 0.0, False, False
         self._changed()
 
+    @property
+    def meter_names(self) -> list[str]:
+        """The meters in order: every stem, then every bus as ``"bus:<name>"``."""
+        return self.stem_names + [f"bus:{b}" for b in self.bus_names]
+
     def meter(self, name: str) -> tuple[float, float]:
         """(peak dBFS, RMS dBFS) of the last block of a stem or a bus (``"bus:main"``)."""
-        if name.startswith("bus:"):
-            i = len(self.stem_names) + self.bus_names.index(name[4:])
-        else:
-            i = self.stem_names.index(name)
-        return float(self.meters[2 * i]), float(self.meters[2 * i + 1])
+        return self.meter_view()[name]
+
+    def meter_view(self, values: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
+        """Every meter by name (:attr:`meter_names`): (peak dBFS, RMS dBFS), from ``values`` (a copy of
+        :attr:`meters`, as a surface or the mixer process receives it) or the live meters."""
+        v = self.meters if values is None else values
+        return {name: (float(v[2 * i]), float(v[2 * i + 1])) for i, name in enumerate(self.meter_names)}
 
     def is_unity(self, bus: int) -> bool:
         return bool(np.all(self._current[bus] == 1.0) and np.all(self._targets[bus] == 1.0))

@@ -28,7 +28,8 @@ import numpy as np
 
 from streamer.errors import SettingsError
 
-from .mixer import StemMixer, db_to_gain, fader_to_db
+from .mixer import StemMixer
+from .state import MixerState
 
 FADE_STEP = 0.02          # s between the fade's steps
 MAX_FADE_SECONDS = 600.0
@@ -42,71 +43,42 @@ class Scene:
     name: str
     buses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def full_state(self, mixer: StemMixer) -> dict[str, dict[str, Any]]:
+    def full_state(self, mixer: StemMixer) -> MixerState:
         """Every control of ``mixer`` as this scene has it."""
-        out = {}
+        state = MixerState.unity(mixer.stem_names, mixer.bus_names)
         for bus in mixer.bus_names:
             given = self.buses.get(bus, {})
-            stems = {}
-            for stem in mixer.stem_names:
-                c = {"gain_db": 0.0, "mute": False, "solo": False}
-                c.update(given.get("stems", {}).get(stem, {}))
-                if "fader" in c:
-                    c["gain_db"] = fader_to_db(c.pop("fader"))
-                stems[stem] = c
-            gain = given.get("gain_db", 0.0)
-            if "fader" in given:
-                gain = fader_to_db(given["fader"])
-            out[bus] = {"gain_db": gain, "mute": bool(given.get("mute", False)), "stems": stems}
-        return out
+            master = {k: v for k, v in given.items() if k in ("gain_db", "fader", "mute")}
+            if master:
+                state = state.with_bus(bus, **master)
+            for stem, controls in given.get("stems", {}).items():
+                state = state.with_stem(stem, bus, **controls)
+        return state
 
 
-def audible_gains(state: dict[str, dict[str, Any]], mixer: StemMixer) -> np.ndarray:
-    """(buses, stems) linear gain each stem is heard at, for a full state (as ``Bus.targets``)."""
-    out = np.zeros((len(mixer.bus_names), len(mixer.stem_names)), np.float64)
-    for b, bus in enumerate(mixer.bus_names):
-        s = state[bus]
-        soloing = any(c["solo"] for c in s["stems"].values())
-        master = 0.0 if s["mute"] else db_to_gain(s["gain_db"])
-        for i, stem in enumerate(mixer.stem_names):
-            c = s["stems"][stem]
-            audible = not c["mute"] and (not soloing or c["solo"])
-            out[b, i] = db_to_gain(c["gain_db"]) * master if audible else 0.0
-    return out
+def audible_gains(state: MixerState, mixer: StemMixer | None = None) -> np.ndarray:
+    """(buses, stems) linear gain each stem is heard at (:meth:`MixerState.audible`)."""
+    return state.audible()
 
 
-def current_state(mixer: StemMixer) -> dict[str, dict[str, Any]]:
-    return {bus: {"gain_db": mixer.buses[bus].gain_db, "mute": mixer.buses[bus].mute,
-                  "stems": {s: {"gain_db": c.gain_db, "mute": c.mute, "solo": c.solo}
-                            for s, c in mixer.buses[bus].stems.items()}}
-            for bus in mixer.bus_names}
+def current_state(mixer: StemMixer) -> MixerState:
+    return MixerState.snapshot(mixer)
 
 
-def apply_state(mixer: StemMixer, state: dict[str, dict[str, Any]]) -> None:
+def apply_state(mixer: StemMixer, state: MixerState) -> None:
     """Set a full state on ``mixer`` as one change."""
-    with mixer.batch():
-        for bus, s in state.items():
-            b = mixer.buses[bus]
-            b.gain_db = s["gain_db"]
-            b.mute = s["mute"]
-            for stem, c in s["stems"].items():
-                control = b.stems[stem]
-                control.gain_db = c["gain_db"]
-                control.mute = c["mute"]
-                control.solo = c["solo"]
-
-
-def _gain_state(mixer: StemMixer, gains: np.ndarray) -> dict[str, dict[str, Any]]:
-    """A state that plays ``gains`` (buses, stems) with stem gains alone."""
-    return {bus: {"gain_db": 0.0, "mute": False,
-                  "stems": {stem: {"gain_db": 20.0 * math.log10(g) if g > 0 else -math.inf, "mute": False,
-                                   "solo": False}
-                            for stem, g in zip(mixer.stem_names, gains[b])}}
-            for b, bus in enumerate(mixer.bus_names)}
+    state.apply(mixer)
 
 
 class SceneRecaller:
-    """Recalls scenes on a mixer, with fades on a thread of its own (one fade at a time)."""
+    """Recalls scenes on a mixer, with fades on a thread of its own (one fade at a time).
+
+    There is one per separator (``StemSeparator.recaller``), shared by every control surface, so two
+    surfaces never run two fades that fight: recalling a scene from anywhere replaces the running
+    fade, and any other change of the mixer (from OSC, MIDI, the terminal mixer, Python) takes over
+    from it: the fade stops where it is and the change stays. Surfaces that go through
+    ``bridge.control.model.ControlModel`` stop the fade before they apply (nothing is lost); a change
+    made straight on the mixer stops it at its next step."""
 
     def __init__(self, mixer: StemMixer, scenes: dict[str, Scene] | None = None):
         self.mixer = mixer
@@ -114,6 +86,13 @@ class SceneRecaller:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None
+        self.taken_over = 0               # fades stopped by a change from elsewhere
+        mixer.add_listener(self._mixer_changed)
+
+    def _mixer_changed(self) -> None:
+        if self._thread is not None and threading.current_thread() is not self._thread and not self._cancel.is_set():
+            self._cancel.set()            # a change from elsewhere: the fade stops where it is
+            self.taken_over += 1
 
     def recall(self, name: str, seconds: float = 0.0) -> None:
         if name not in self.scenes:
@@ -126,30 +105,31 @@ class SceneRecaller:
         target = self.scenes[name].full_state(self.mixer)
         self.current = name
         if seconds <= FADE_STEP:
-            apply_state(self.mixer, target)
+            target.apply(self.mixer)
             return
-        start = audible_gains(current_state(self.mixer), self.mixer)
-        end = audible_gains(target, self.mixer)
+        start = MixerState.snapshot(self.mixer).audible()
+        end = target.audible()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._fade, args=(start, end, target, float(seconds), self._cancel),
                                         name="stemstream-scene-fade", daemon=True)
         self._thread.start()
 
-    def _fade(self, start, end, target, seconds: float, cancel: threading.Event) -> None:
+    def _fade(self, start, end, target: MixerState, seconds: float, cancel: threading.Event) -> None:
         steps = max(1, int(round(seconds / FADE_STEP)))
+        m = self.mixer
         for k in range(1, steps + 1):
             if cancel.wait(FADE_STEP):
                 return
-            if k < steps:
-                apply_state(self.mixer, _gain_state(self.mixer, start + (end - start) * (k / steps)))
-        apply_state(self.mixer, target)
+            state = target if k == steps else \
+                MixerState.from_gains(m.stem_names, m.bus_names, start + (end - start) * (k / steps))
+            state.apply(m)
 
     @property
     def fading(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def cancel(self) -> None:
-        """Stop a running fade where it is."""
+        """Stop a running fade where it is (waits for a step being applied to finish)."""
         self._cancel.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(1.0)

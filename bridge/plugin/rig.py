@@ -53,12 +53,13 @@ from streamer.msst.config import Config, load_config
 from streamer.msst.yamlsafe import excerpt, load_yaml
 from streamer.stream.settings import DEFAULT_PRESET
 
+from ..mix.mixer import RULES
 from ..mix.scenes import Scene
+from ..mix.state import MixerState
 from .stems import DEFAULT_RESIDUAL, separator_stems
 
 TOP_KEYS = {"model", "engine", "stems", "buses", "output", "scenes"}
 MODEL_KEYS = {"config", "checkpoint"}
-GAIN_RANGE = (-120, 24)  # dB; -inf (silence) is accepted too
 ENGINE_KEYS = {"preset", "window", "hop", "lookahead", "crossfade_ms", "residual", "device", "precision",
                "compute_allowance"}
 CONTROL_KEYS = {"gain_db", "fader", "mute", "solo"}
@@ -86,6 +87,18 @@ class RigSpec:
     stem_effects: dict[str, Any] = field(default_factory=dict)               # stem -> pedalboard.Pedalboard
     bus_controls: dict[str, dict[str, Any]] = field(default_factory=dict)    # bus -> {stem: controls, gain_db, mute}
     scenes: dict[str, Scene] = field(default_factory=dict)                   # name -> Scene (see bridge.mix.scenes)
+
+    def initial_state(self, stems: list[str], buses: list[str]) -> MixerState:
+        """The mixer state the rig starts with (its ``stems:`` controls on the first bus, its ``buses:``)."""
+        state = MixerState.unity(stems, buses)
+        for stem, controls in self.stem_controls.items():
+            state = state.with_stem(stem, None, **controls)
+        for bus, controls in self.bus_controls.items():
+            state = state.with_bus(bus, **{k: v for k, v in controls.items() if k in BUS_KEYS})
+            for stem, values in controls.items():
+                if stem not in BUS_KEYS:
+                    state = state.with_stem(stem, bus, **values)
+        return state
 
 
 def _check_keys(where: str, data: Any, allowed: set[str]) -> dict:
@@ -128,12 +141,6 @@ def _number(where: str, value: Any, low: float | None = None, high: float | None
             (high is not None and value > high):
         raise RigError(f"{where}: {value} is out of range; accepted: {accepted}")
     return float(value)
-
-
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise RigError(f"{where}: expected true or false, got {excerpt(value)}")
-    return value
 
 
 def build_plugin(where: str, spec: Any):
@@ -183,15 +190,15 @@ def build_plugin(where: str, spec: Any):
 
 
 def _controls(where: str, data: dict) -> dict[str, Any]:
-    """Validated control values (gain_db, fader, mute, solo) of one stem on one bus."""
+    """Control values (gain_db, fader, mute, solo) of one stem on one bus, through the mixer's own rules
+    (:data:`bridge.mix.mixer.RULES`: the same as Python, OSC, MIDI and the CLI give them)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "gain_db":
-            out[key] = _number(f"{where}.gain_db", value, *GAIN_RANGE, minus_inf=True)
-        elif key == "fader":
-            out[key] = _number(f"{where}.fader", value, 0, 1)
-        elif key in ("mute", "solo"):
-            out[key] = _bool(f"{where}.{key}", value)
+        if key in RULES:
+            try:
+                out[key] = RULES[key](value)
+            except ValueError as exc:
+                raise RigError(f"{where}.{key}: expected {exc}, got {excerpt(value)}") from None
     return out
 
 

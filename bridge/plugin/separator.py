@@ -34,6 +34,7 @@ from streamer.stream.settings import DEFAULT_PRESET, PRESETS
 
 from ..mix.effects import EffectStage
 from ..mix.mixer import StemControl, StemMixer
+from ..mix.scenes import SceneRecaller
 from .layout import FIRST, MONO, ChannelLayout
 from .rig import RigError, load_rig
 from .stems import DEFAULT_RESIDUAL, separator_residual
@@ -161,7 +162,8 @@ class StemSeparator:
                                latency_budget=effects_latency)
         self._layout = ChannelLayout()
         self._reset_requested = False
-        self.scenes: dict = {}   # name -> bridge.mix.scenes.Scene (a rig's scenes:), recalled over OSC
+        # the one scene recaller of this separator, shared by every control surface (bridge.mix.scenes)
+        self.recaller = SceneRecaller(self.mixer)
         self._clear_stream()
 
     # ------------------------------------------------------------------ construction
@@ -231,18 +233,9 @@ class StemSeparator:
                       buses=spec.buses, output=spec.output, **engine)
         except SettingsError as exc:
             raise RigError(f"{spec.path}: {exc}") from exc
-        for stem, controls in spec.stem_controls.items():
-            for key, value in controls.items():
-                setattr(sep.mixer.stems[stem], key, value)
-            if stem in spec.stem_effects:
-                sep.stems[stem].effects = spec.stem_effects[stem]
-        for bus, controls in spec.bus_controls.items():
-            for stem, values in controls.items():
-                if stem in ("gain_db", "fader", "mute"):
-                    setattr(sep.mixer[bus], stem, values)
-                    continue
-                for key, value in values.items():
-                    setattr(sep.mixer[bus][stem], key, value)
+        spec.initial_state(sep.stem_names, sep.mixer.bus_names).apply(sep.mixer)
+        for stem, chain in spec.stem_effects.items():
+            sep.stems[stem].effects = chain
         sep.scenes = dict(spec.scenes)
         return sep
 
@@ -375,6 +368,15 @@ class StemSeparator:
             dry[...] = fx_dry
         self.mixer.process(stems, buses, dry, dry_is_sum=not self._fx.active)
         self._emitted += block.shape[1]
+
+    @property
+    def scenes(self) -> dict:
+        """name -> :class:`bridge.mix.scenes.Scene` (a rig's ``scenes:``), recalled by :attr:`recaller`."""
+        return self.recaller.scenes
+
+    @scenes.setter
+    def scenes(self, scenes: dict) -> None:
+        self.recaller.scenes = dict(scenes)
 
     def request_reset(self) -> None:
         """Ask for a fresh stream at the next block of a live host (``stream_into``), from any thread:

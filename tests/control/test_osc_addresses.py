@@ -50,8 +50,10 @@ def test_values_are_checked_and_set(space):
     m = space.mixer
     one(space, "/stem/vocals/mute").set((1,))
     assert m.stems["vocals"].mute
-    one(space, "/stem/vocals/mute").set((0.2,))            # a button's float: below 0.5 is off
+    one(space, "/stem/vocals/mute").set((0.0,))            # a button's float: 1.0/0.0, the mixer's rule
     assert not m.stems["vocals"].mute
+    with pytest.raises(ControlError, match="expected true or false"):   # no "on above 0.5": one rule everywhere
+        one(space, "/stem/vocals/mute").set((0.2,))
     one(space, "/bus/monitor/stem/drums/solo").set((True,))
     assert m["monitor"]["drums"].solo and not m.stems["drums"].solo
     one(space, "/stem/bass/gain").set((99.0,))
@@ -104,7 +106,9 @@ def test_pattern_syntax_errors_and_values():
         compile_pattern("/stem/[abc")
     with pytest.raises(ControlError):
         compile_pattern("/stem/{a,b")
-    assert as_flag("/x", (True,)) is True and as_flag("/x", (0.5,)) is True
+    assert as_flag("/x", (True,)) is True and as_flag("/x", (1.0,)) is True
+    with pytest.raises(ControlError):
+        as_flag("/x", (0.5,))
     assert as_number("/x", (3,)) == 3.0
     with pytest.raises(ControlError):
         as_number("/x", (True,))

@@ -658,7 +658,7 @@ def test_rig_gain_minus_infinity_is_silence(tmp_path, four_path):
     ("stems", {"vocals": {"gain_db": float("inf")}}, "stems.vocals.gain_db"),
     ("stems", {"vocals": {"mute": "false"}}, "stems.vocals.mute"),
     ("stems", {"vocals": {"solo": "true"}}, "stems.vocals.solo"),
-    ("stems", {"vocals": {"mute": 0}}, "stems.vocals.mute"),
+    ("stems", {"vocals": {"mute": 2}}, "stems.vocals.mute"),
     ("buses", {"main": {"gain_db": float("nan")}}, "buses.main.gain_db"),
     ("buses", {"main": {"vocals": {"fader": float("nan")}}}, "buses.main.vocals.fader"),
     ("engine", {"window": float("inf")}, "engine.window"),

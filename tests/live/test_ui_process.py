@@ -19,6 +19,7 @@ from jack_helpers import JackServer, needs_jackd
 from live_helpers import delayed, read_take, wait_for_ports
 
 from bridge.live.ui_process import _Mirror, _RemoteView, apply_controls, mixer_controls
+from bridge.mix.state import StemState
 from bridge.mix.mixer import StemMixer
 from conftest import REPO, write_yaml
 
@@ -47,7 +48,7 @@ def test_mirror_sends_changes_and_takes_the_parents_state_only_once_acknowledged
     view = _RemoteView(mirror, child)
     mirror["main"]["drums"].mute = True                       # a key press in the mixer
     kind, seq, controls = parent.recv()
-    assert kind == "controls" and seq == 1 and controls[0][2][1] == (0.0, True, False)
+    assert kind == "controls" and seq == 1 and controls.stem("drums", "main") == StemState(0.0, True, False)
     real = StemMixer(STEMS, RATE)
     meters = np.full(len(real.meters), -6.0, np.float32)
     # a state from before the parent applied the change: the mirror keeps its own controls

@@ -7,7 +7,7 @@ import yaml
 
 import streamer
 from bridge import StemSeparator
-from bridge.plugin.rig import RigError
+from bridge.plugin.rig import RigError, load_rig
 
 from conftest import REPO, write_yaml
 
@@ -66,7 +66,7 @@ def test_rig_residual_defaults_to_spread_for_a_multi_stem_model(tmp_path, model_
      "VST3 plugin not found"),
     ({"model": {"config": "model.yaml"}, "buses": {"main": {"vocals": {"volume": 1}}}},
      "buses.main.vocals: unknown key volume"),
-    ({"model": {"config": "model.yaml"}, "stems": {"drums": {"gain_db": 99}}}, "out of range"),
+    ({"model": {"config": "model.yaml"}, "stems": {"drums": {"gain_db": float("inf")}}}, "drums.gain_db: expected"),
     ({"model": {"config": "model.yaml"}, "output": "pa"}, "output must be 'stems', 'buses' or a bus"),
 ])
 def test_bad_rigs_name_the_file_and_key(tmp_path, model_config, data, message):
@@ -114,3 +114,14 @@ def test_a_copy_of_the_separator_default_is_still_the_default():
         assert separator_residual(default, ["vocals", "drums", "bass", "other"]) == "spread"
         assert separator_residual(default, ["vocals"]) == "other"
     assert separator_residual("other", ["vocals", "drums", "bass", "other"]) == "other"
+
+
+def test_rig_values_follow_the_mixer_rules(tmp_path, model_config):
+    """One rule per value, whatever the source: a rig's 99 dB stops at +24 and its fader 1.2 at the top, as
+    over OSC; -130 dB is accepted (very quiet); 1/0 are flags too."""
+    spec = load_rig(rig(tmp_path, {"model": {"config": "model.yaml"},
+                                   "stems": {"drums": {"gain_db": 99}, "bass": {"fader": 1.2, "mute": 1},
+                                             "vocals": {"gain_db": -130, "solo": 0}}}))
+    assert spec.stem_controls["drums"] == {"gain_db": 24.0}
+    assert spec.stem_controls["bass"] == {"fader": 1.0, "mute": True}
+    assert spec.stem_controls["vocals"] == {"gain_db": -130.0, "solo": False}
