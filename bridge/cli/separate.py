@@ -25,8 +25,12 @@ def register(sub) -> None:
     remote = sep.add_argument_group("separation service (stemstream serve; needs the extra: "
                                     "pip install 'stemstream[serve]')")
     remote.add_argument("--remote", metavar="URL",
-                        help="separate through the service at ws://HOST:PORT (the same stems as here, the model "
-                             "runs there; --config, if given, is checked against the served model)")
+                        help="separate through the service at ws://HOST:PORT or wss://HOST:PORT (TLS) (the same "
+                             "stems as here, the model runs there; --config, if given, is checked against the "
+                             "served model)")
+    remote.add_argument("--tls-ca", metavar="FILE", default=None,
+                        help="with a wss:// URL: verify the service against this PEM CA or self-signed certificate "
+                             "(default: the system's CAs)")
     remote.add_argument("--token", default=None, help="the service's token (default: $STEMSTREAM_TOKEN)")
     remote.add_argument("--model-name", default=None, metavar="NAME",
                         help="which of the service's models (default: its only one)")
@@ -116,7 +120,7 @@ def cmd_separate(args: argparse.Namespace) -> int:
     plan = plan_outputs(inputs, args.out)  # inputs that would write the same stems folder: refused before any work
     if args.remote:
         return _separate_remote(args, plan)
-    for flag in ("token", "model_name"):
+    for flag in ("token", "model_name", "tls_ca"):
         if getattr(args, flag):
             raise SettingsError(f"--{flag.replace('_', '-')} goes with --remote")
     if not args.config or not args.checkpoint:
@@ -154,9 +158,10 @@ def _separate_remote(args: argparse.Namespace, plan: dict[str, str]) -> int:
     if not token:
         raise SettingsError("--remote needs the service's token: --token T or $STEMSTREAM_TOKEN")
     try:
-        from streamer.remote.client import separate_file_remote
+        from streamer.remote.client import Connection, separate_file_remote
     except ImportError as exc:
         raise SettingsError(f"--remote needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
+    Connection(args.remote, token, tls_ca=args.tls_ca).close()   # unreachable, TLS, token: one line, not one per file
     config = None
     if args.config:
         from streamer.msst.config import load_config
@@ -166,7 +171,7 @@ def _separate_remote(args: argparse.Namespace, plan: dict[str, str]) -> int:
     with output_folder(args.out):
         return _each_file(args, plan, opts, lambda path, folder: separate_file_remote(
             args.remote, token, path, args.out, opts, model=args.model_name, folder=folder, config=config,
-            wire=args.wire), via=f" through {args.remote}")
+            wire=args.wire, tls_ca=args.tls_ca), via=f" through {args.remote}")
 
 
 def _each_file(args: argparse.Namespace, plan: dict[str, str], opts, separate_one, via: str = "") -> int:

@@ -26,7 +26,9 @@ def register(sub) -> None:
                "  stemstream serve --config C.yaml --checkpoint K.ckpt --port 8765 --token \"$TOKEN\"\n"
                "  stemstream serve --rig configs/rigs/karaoke.yaml --port 8765 --token \"$TOKEN\" --max-batch 16\n"
                "  stemstream serve --model vocals=v.yaml,v.ckpt --model drums=d.yaml,d.ckpt --ray HEAD:6379 "
-               "--gpus-per-replica 0.5 --host 0.0.0.0 --allow 10.0.0.0/8 --token \"$TOKEN\"",
+               "--gpus-per-replica 0.5 --host 0.0.0.0 --allow 10.0.0.0/8 --token \"$TOKEN\"\n"
+               "  stemstream serve --rig R.yaml --host 0.0.0.0 --allow 192.168.0.0/16 --tls-cert cert.pem "
+               "--tls-key key.pem --token \"$TOKEN\"   # wss://",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model (one of)")
     m.add_argument("--config", help="MSST-format YAML config of the model (with --checkpoint)")
@@ -45,6 +47,9 @@ def register(sub) -> None:
     n.add_argument("--token", help=f"the token clients must present (at least 8 characters; default: ${TOKEN_ENV})")
     n.add_argument("--allow", action="append", default=[], metavar="CIDR",
                    help="networks that may connect besides this machine (repeatable)")
+    n.add_argument("--tls-cert", metavar="FILE", help="serve wss:// and https:// with this PEM certificate "
+                                                      "(chain); with --tls-key")
+    n.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, unencrypted)")
     n.add_argument("--max-streams-per-client", type=whole_number(1, 1024), default=8,
                    help="open streams per client address (default 8)")
     r = p.add_argument_group("Ray")
@@ -76,8 +81,11 @@ def _models(args) -> list:
             raise SettingsError("--config and --checkpoint go together")
         return [ModelSpec(args.name or pathlib.Path(args.config).stem, args.config, args.checkpoint)]
     if args.rig:
-        from bridge.plugin.rig import load_rig
+        from bridge.plugin.rig import load_rig, remote_url
 
+        if remote_url(args.rig) is not None:
+            raise SettingsError(f"--rig {args.rig}: its model is on a service already (model.remote); serve needs "
+                                "a rig with model.config and model.checkpoint")
         rig = load_rig(args.rig)
         return [ModelSpec(args.name or pathlib.Path(args.rig).stem, rig.config.path, rig.checkpoint)]
     models = []
@@ -108,7 +116,8 @@ def run(args) -> int:
                      gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
                      max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                      precision=args.precision, host=args.host, port=args.port, allow=args.allow,
-                     max_streams_per_client=args.max_streams_per_client, log_every_s=args.log_every)
+                     max_streams_per_client=args.max_streams_per_client, log_every_s=args.log_every,
+                     tls_cert=args.tls_cert, tls_key=args.tls_key)
     check_spec(spec)
     for m in spec.models:  # a wrong config or checkpoint is one error line before Ray starts
         load_model(m.config, m.checkpoint, device="cpu", precision="fp32")
@@ -126,7 +135,8 @@ def run(args) -> int:
         for s in old:  # Ray's core installs its own SIGTERM handler (it aborts) when it starts: ours again
             signal.signal(s, ask_stop)
         names = ", ".join(m.name for m in spec.models)
-        print(f"serving {names} at {url} (status: http://{args.host}:{args.port}/status); Ctrl-C stops",
+        web = "https" if spec.tls_cert else "http"
+        print(f"serving {names} at {url} (status: {web}://{args.host}:{args.port}/status); Ctrl-C stops",
               flush=True)
         while not done.wait(0.5):
             pass

@@ -2,6 +2,10 @@
 with ``serve.batch``, behind a WebSocket ingress that keeps each stream's window state, and a JSON status
 endpoint. The wire protocol is ``streamer.remote.protocol``; the clients are in ``streamer.remote``.
 
+TLS: with ``tls_cert``/``tls_key`` (PEM files) Serve's proxy speaks HTTPS and the clients connect with
+``wss://`` (checked here before Ray starts: a file that is missing or does not hold a matching certificate
+and key is one SettingsError line). Or TLS ends at a reverse proxy in front of a 127.0.0.1 service.
+
 The one place Ray Serve is imported (with ``bridge.cli.serve``, which starts it).
 """
 
@@ -10,6 +14,8 @@ import collections
 import hmac
 import ipaddress
 import logging
+import os
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -56,6 +62,30 @@ class ServeSpec:
     max_batch_windows: int = 16     # windows per CHUNKS frame (file clients)
     max_unread_s: float = 5.0       # a stream whose client has not confirmed the regions of this much audio is dropped
     log_every_s: float = 60.0
+    tls_cert: str | None = None     # PEM certificate (chain) and its key: the service speaks wss:// and https://
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.tls_cert else "ws"
+
+
+def check_tls(cert: str | None, key: str | None) -> None:
+    """SettingsError (one line) unless both or neither are given and they hold a certificate and its key."""
+    if bool(cert) != bool(key):
+        raise SettingsError("--tls-cert and --tls-key go together (the certificate and its private key, PEM)")
+    if not cert:
+        return
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not os.path.isfile(path):
+            raise SettingsError(f"{flag}: no such file: {path}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise SettingsError(f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its matching "
+                            f"private key ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise SettingsError(f"--tls-cert {cert} / --tls-key {key}: cannot read: {exc.strerror or exc}") from None
 
 
 def check_spec(spec: ServeSpec) -> list:
@@ -85,6 +115,7 @@ def check_spec(spec: ServeSpec) -> list:
     if not loopback and not nets:
         raise SettingsError(f"--host {spec.host} listens beyond this machine: name who may connect with "
                             "--allow CIDR (e.g. --allow 10.0.0.0/8)")
+    check_tls(spec.tls_cert, spec.tls_key)
     return nets
 
 
@@ -419,8 +450,8 @@ def _chunk_shape(info: ModelInfo, kind: Kind, count: int, most: int):
 
 
 def start(spec: ServeSpec, address: str | None = None, num_cpus: int | None = None) -> str:
-    """Start Ray (a new local instance, or connect to ``address``), Serve on ``spec.host:spec.port`` and the
-    application; returns the service's WebSocket URL."""
+    """Start Ray (a new local instance, or connect to ``address``), Serve on ``spec.host:spec.port`` (HTTPS
+    with ``spec.tls_cert``/``tls_key``) and the application; returns the service's WebSocket URL."""
     import ray
     from ray import serve
 
@@ -431,9 +462,12 @@ def start(spec: ServeSpec, address: str | None = None, num_cpus: int | None = No
             ray.init(address=address, **kwargs)
         else:
             ray.init(address="local", num_cpus=num_cpus, **kwargs)
-    serve.start(http_options={"host": spec.host, "port": spec.port}, logging_config={"log_level": "WARNING"})
+    http = {"host": spec.host, "port": spec.port}
+    if spec.tls_cert:  # absolute: Serve's proxy actor opens them (with --ray, on the head node: same paths there)
+        http.update(ssl_certfile=os.path.abspath(spec.tls_cert), ssl_keyfile=os.path.abspath(spec.tls_key))
+    serve.start(http_options=http, logging_config={"log_level": "WARNING"})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    return f"ws://{spec.host}:{spec.port}{PATH}"
+    return f"{spec.scheme}://{spec.host}:{spec.port}{PATH}"
 
 
 def stop(local: bool = True) -> None:
@@ -452,4 +486,4 @@ def stop(local: bool = True) -> None:
             ray.shutdown()
 
 
-__all__ = ["ServeSpec", "ModelSpec", "build_app", "start", "stop", "check_spec", "APP_NAME", "WIRE_CODES"]
+__all__ = ["ServeSpec", "ModelSpec", "build_app", "start", "stop", "check_spec", "check_tls", "APP_NAME", "WIRE_CODES"]

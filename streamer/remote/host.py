@@ -37,16 +37,18 @@ POLL_S = 0.0005
 @dataclass(frozen=True)
 class RemoteLink:
     """Where an engine's windows run: the service's URL and token, the model's name (None: the only one
-    served) and the sample format on the wire ("fp32" or "fp16")."""
+    served), the sample format on the wire ("fp32" or "fp16") and, for a ``wss://`` URL, the PEM file to
+    verify the server with (None: the system's CAs)."""
 
     url: str
     token: str
     model: str | None = None
     wire: str = "fp32"
+    tls_ca: str | None = None
 
     def probe(self, pings: int = 5) -> tuple[ModelInfo, list[float]]:
         """The served model's description and ``pings`` round trips in seconds (one connection)."""
-        conn = Connection(self.url, self.token)
+        conn = Connection(self.url, self.token, tls_ca=self.tls_ca)
         try:
             info = choose_model(conn.models, self.model)
             return info, conn.round_trip(pings)
@@ -156,7 +158,7 @@ class RemoteHost(_ServingHost):
                 conn.close()
 
     def _connect(self) -> Connection:
-        conn = Connection(self.link.url, self.link.token)
+        conn = Connection(self.link.url, self.link.token, tls_ca=self.link.tls_ca)
         try:
             info = choose_model(conn.models, self.link.model)
             s = self.settings
@@ -305,19 +307,21 @@ class RemoteHost(_ServingHost):
 def remote_engine(url: str, token: str, model: str | None = None, *, hop: int | None = None,
                   lookahead: int | None = None, crossfade=None, residual: str | None = None,
                   compute_allowance: int | None = None, network_allowance_samples: int | None = None,
-                  wire: str = "fp32", fade_ms: float = 5.0, max_restarts: int = 3, **expected):
+                  wire: str = "fp32", fade_ms: float = 5.0, max_restarts: int = 3, tls_ca: str | None = None,
+                  **expected):
     """A real-time ``StreamEngine`` whose windows run on the service at ``url`` (not started: call
     ``start()`` or use it in a ``with``).
 
     Lengths in samples; None takes the server's (its preset's hop and look-ahead). The latency is
     look-ahead + hop + compute allowance (default one hop) + network allowance (default from the round
     trips measured now: :func:`network_allowance`). ``expected``: what the client requires of the served
-    model (``sample_rate=``, ``channels=``, ``stems=``, ``window=``): a mismatch is one RemoteError line."""
+    model (``sample_rate=``, ``channels=``, ``stems=``, ``window=``): a mismatch is one RemoteError line.
+    ``tls_ca``: with a ``wss://`` URL, the PEM file to verify the server with (default: the system's CAs)."""
     from ..stream.engine import StreamEngine
 
     if wire not in ("fp32", "fp16"):
         raise SettingsError(f"wire must be fp32 or fp16, got {wire!r}")
-    link = RemoteLink(url, token, model, wire)
+    link = RemoteLink(url, token, model, wire, None if tls_ca is None else str(tls_ca))
     info, rtts = link.probe()
     check_expected(info, **expected)
     hop = info.hop if hop is None else int(hop)
