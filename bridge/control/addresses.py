@@ -350,7 +350,8 @@ class AddressSpace:
         return [self.endpoints[a] for a in self.addresses if pattern.match(a)]
 
     def state(self) -> dict[str, Any]:
-        """The value of every echoed address (for change echoes to subscribers)."""
+        """The value of every echoed address (for change echoes to subscribers: compared with the values
+        last sent after the control model announced a change)."""
         out = {}
         for address, ep in self.endpoints.items():
             if ep.echo and ep.get is not None:

@@ -24,7 +24,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bridge.mix.state import MixerState
 from streamer.errors import SettingsError
@@ -177,6 +177,11 @@ class ControlModel:
         with self._lock:
             self._listeners = tuple(f for f in self._listeners if f is not fn)
 
+    def announce(self) -> None:
+        """Tell every listener that something changed that the mixer does not announce (an effect
+        parameter set by a surface without :meth:`set`)."""
+        self._announce()
+
     def _announce(self) -> None:
         for fn in self._listeners:
             try:
@@ -185,8 +190,10 @@ class ControlModel:
                 pass
 
     # ------------------------------------------------------------------ status
-    def set_host_status(self, fn: Callable[[], dict] | None) -> None:
-        """What the host adds to the status (a live session: ``latency_ms``, ``seconds``, overflows)."""
+    def set_host_status(self, fn: Callable[[], Any] | None) -> None:
+        """What the host adds to the status: ``fn()`` gives a typed value with ``latency_ms``, ``seconds``,
+        ``input_overflows`` and ``output_underflows`` attributes (a live session's
+        :class:`bridge.live.status.LiveStatus`), or a mapping of those names."""
         self._host_status = fn
 
     def add_surface(self, label: str, counters: Callable[[], dict[str, int]]) -> None:
@@ -198,25 +205,28 @@ class ControlModel:
 
     def status(self) -> Status:
         st = self.sep.engine.stats
-        extra = self._host_status() if self._host_status is not None else {}
+        extra = self._host_status() if self._host_status is not None else None
+        host = (extra.get if isinstance(extra, Mapping) else
+                (lambda name, e=extra: getattr(e, name, None)))
         rtf = st["realtime_factor"]
         config = getattr(self.sep, "config", None)
         path = getattr(config, "path", None)
         xruns = None
-        if "input_overflows" in extra:
-            xruns = int(extra["input_overflows"]) + int(extra["output_underflows"])
+        if host("input_overflows") is not None:
+            xruns = int(host("input_overflows")) + int(host("output_underflows") or 0)
+        latency_ms, seconds = host("latency_ms"), host("seconds")
         surfaces = {}
         for label, fn in list(self._surfaces.items()):
             try:
                 surfaces[label] = dict(fn())
             except Exception:  # noqa: BLE001 - a surface that cannot say is left out
                 continue
-        return Status(latency_ms=float(extra.get("latency_ms", st["latency_ms"])),
+        return Status(latency_ms=float(st["latency_ms"] if latency_ms is None else latency_ms),
                       realtime_factor=float(rtf) if math.isfinite(rtf) else -1.0,
                       deadline_misses=int(st["deadline_misses"]),
                       model=os.path.basename(path) if path else type(self.sep.engine.model).__name__,
                       bypass=bool(self.mixer.bypass), xruns=xruns,
-                      seconds=float(extra["seconds"]) if "seconds" in extra else None, surfaces=surfaces)
+                      seconds=None if seconds is None else float(seconds), surfaces=surfaces)
 
 
 __all__ = ["ControlModel", "ControlError", "Status", "SettingsError"]

@@ -15,7 +15,13 @@ Three threads, none of them on the audio path:
   them up at its next block boundary and ramps;
 * the *feedback* thread sends each subscriber its meters (``/meter/<stem>`` and ``/meter/bus/<bus>``:
   peak dBFS, RMS dBFS) at the rate it asked for, and echoes every state change, whoever made it
-  (OSC, the terminal mixer, Python), by comparing the state every ``ECHO_INTERVAL``.
+  (OSC, the terminal mixer, MIDI, Python, a scene's fade): the control model calls a listener after
+  every change (:meth:`bridge.control.model.ControlModel.add_listener`), which only sets an event;
+  the feedback thread then compares the echoed values with the ones it sent last and sends what
+  differs, at most once every ``ECHO_INTERVAL`` (a fader moved from elsewhere is one echo per
+  interval with its latest value, never a flood). Nothing changes: nothing is compared. Effect
+  parameters are echoed when they change through the model (any surface); set directly on a plugin
+  from Python, call ``ControlModel.announce()``.
 
 ``/subscribe [port] [rate Hz]`` registers the sender (at its own port, or the one given) for
 ``SUBSCRIPTION_SECONDS``: renew it before it expires, as X32 clients renew ``/xremote``;
@@ -128,12 +134,13 @@ class Subscriber:
 
 
 class OSCControl:
-    """OSC control of ``separator`` (a ``StemSeparator``). ``status``: a callable returning extra status
-    values (the live session passes its own: xruns, callback times); ``scenes``: name -> Scene
-    (default: the separator's, from its rig)."""
+    """OSC control of ``separator`` (a ``StemSeparator``). ``status``: the host's status (the live session
+    passes its own :class:`bridge.live.status.LiveStatus`: latency, seconds, xruns; see
+    :meth:`ControlModel.set_host_status`); ``scenes``: name -> Scene (default: the separator's, from its rig).
+    As a control surface it has ``label`` and :meth:`surface_counters`."""
 
     def __init__(self, separator, port: int = 9000, host: str = "127.0.0.1", allow: Sequence[str] = (),
-                 tcp: bool = False, status: Callable[[], dict] | None = None, scenes: dict | None = None,
+                 tcp: bool = False, status: Callable[[], Any] | None = None, scenes: dict | None = None,
                  queue_size: int = 4096, subscription_seconds: float = SUBSCRIPTION_SECONDS):
         self.sep = separator
         self.mixer = separator.mixer
@@ -147,10 +154,11 @@ class OSCControl:
         self.subscription_seconds = float(subscription_seconds)
         self.space = self.model.space
         self.counters = {"messages": 0, "applied": 0, "queries": 0, "errors": 0, "malformed": 0,
-                         "feedback_ignored": 0, "meter_packets": 0, "echo_packets": 0}
+                         "feedback_ignored": 0, "meter_packets": 0, "echo_packets": 0, "echo_checks": 0}
         self.subscribers: dict[tuple, Subscriber] = {}
         self._subs_lock = threading.Lock()
         self._stop = threading.Event()
+        self._dirty = threading.Event()   # set by the model's change listener; the feedback thread compares
         self._last_error_log = 0.0
         self._errors_unlogged = 0
         self._errors_lock = threading.Lock()
@@ -166,6 +174,8 @@ class OSCControl:
         self.transport.start()
         self.model.add_surface("osc", self._counters)
         self._state = self.space.state()
+        self._on_change = self._dirty.set  # one bound method: removed by identity in close()
+        self.model.add_listener(self._on_change)
         for target, name in ((self._apply_loop, "stemstream-osc-apply"), (self._feedback_loop, "stemstream-osc-feedback")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -180,9 +190,19 @@ class OSCControl:
     def port(self) -> int:
         return self.transport.port
 
+    @property
+    def label(self) -> str:
+        """``osc: udp://127.0.0.1:9000`` (as a control surface)."""
+        return "osc: " + ", ".join(self.endpoints)
+
+    def surface_counters(self) -> dict[str, int]:
+        """Messages, errors, packets dropped (queue full) and refused (allow-list), subscribers."""
+        return self._counters()
+
     def close(self) -> None:
         """Stop the threads and close the sockets (idempotent)."""
         self._stop.set()
+        self.model.remove_listener(self._on_change)
         self.model.remove_surface("osc")
         self.transport.close()
         for t in self._threads:
@@ -198,6 +218,7 @@ class OSCControl:
     def refresh(self) -> None:
         """Rebuild the address space (after effect chains or scenes changed)."""
         self.space.refresh()
+        self._dirty.set()                 # new addresses: their values are echoed
 
     # ------------------------------------------------------------------ applying messages
     def _apply_loop(self) -> None:
@@ -268,6 +289,8 @@ class OSCControl:
         with self.mixer.batch():
             for ep in settable:
                 ep.set(args)
+        if any("/fx/" in ep.address for ep in settable):
+            self.model.announce()        # effect parameters are not the mixer's: every surface hears of it
         self.counters["applied"] += 1
 
     def _set_bypass(self, on: bool) -> None:
@@ -381,11 +404,9 @@ class OSCControl:
     # ------------------------------------------------------------------ feedback
     def meter_messages(self) -> list[OscMessageBuilder]:
         m = self.mixer
-        meters = m.meters.tolist()
-        out = [message(f"/meter/{stem}", meters[2 * i], meters[2 * i + 1]) for i, stem in enumerate(m.stem_names)]
-        base = len(m.stem_names)
-        out += [message(f"/meter/bus/{bus}", meters[2 * (base + j)], meters[2 * (base + j) + 1])
-                for j, bus in enumerate(m.bus_names)]
+        levels = m.meter_view(m.meters.copy())   # one snapshot of what the audio side wrote
+        out = [message(f"/meter/{stem}", *levels[stem]) for stem in m.stem_names]
+        out += [message(f"/meter/bus/{bus}", *levels[f"bus:{bus}"]) for bus in m.bus_names]
         return out
 
     def _feedback_loop(self) -> None:
@@ -400,8 +421,10 @@ class OSCControl:
                     next_summary = now + ERROR_SUMMARY_INTERVAL
                     for sub in subs:
                         self._send(sub, data)
-            if now >= next_echo:
+            if now >= next_echo and self._dirty.is_set():
+                self._dirty.clear()       # a change after this is seen at the next interval
                 next_echo = now + ECHO_INTERVAL
+                self.counters["echo_checks"] += 1
                 state = self.space.state()
                 changed = [message(a, v) for a, v in state.items() if self._state.get(a) != v]
                 self._state = state

@@ -1,12 +1,22 @@
 """A live session: devices chosen and checked, the model warm, the stream open, the status shown,
-and everything closed whatever ends it.
+and everything closed whatever ends it. :class:`LiveSession` is the run loop; its pieces are modules
+of their own:
+
+* :mod:`bridge.live.setup`: devices, channels, routes, the rate, the input map, the file;
+* :mod:`bridge.live.status`: :class:`~bridge.live.status.LiveStatus`, the session's numbers as one typed
+  value (the status line, the terminal mixer, OSC's ``/engine/status``);
+* :mod:`bridge.live.report`: the summary (``session.json``) and :func:`format_summary`;
+* :mod:`bridge.live.surfaces`: control surfaces (OSC, MIDI, ...), each with ``start``, ``close``, a
+  ``label`` and ``counters``, added with :meth:`LiveSession.add_surface` and closed with the session;
+* :mod:`bridge.live.signals`: the stop signals (:class:`StopSignals`) and best-effort printing (:func:`say`).
 
 Order of events (``LiveSession.run``):
 
 1. set-up, before any audio flows (every mistake is one clear error here): the devices are found
    (``bridge.live.devices``), the routes and channels checked against them, the rate chosen (the
    model's when the devices take it, else the output device's own, with resampling), the file read
-   and resampled once, the recording folder created;
+   and resampled once (:func:`bridge.live.setup.set_up`), the recording folder created; the control
+   surfaces start (:meth:`LiveSession.add_surface`, :meth:`LiveSession.start_osc`);
 2. warm-up: the worker process starts and runs its first windows, and the whole path (numba
    kernels, effect chains, resamplers) runs on silence; then it is reset and the garbage collector's
    current objects are frozen;
@@ -16,11 +26,12 @@ Order of events (``LiveSession.run``):
    (``bridge.live.ui_process``), or prints a status line per second, and watches for the end: ``--seconds``,
    the end of a file, ``q``, a signal (:data:`STOP_SIGNALS`: Ctrl-C, SIGTERM, SIGHUP from a closed
    terminal or ssh session, ...), an error in the callback, a device that stops calling back;
-4. the end: the stream is closed, the recorder drains and renames its files, ``session.json`` is
-   written, the worker process stopped, and a summary printed.
+4. the end: the stream is closed, the control surfaces closed (the last added first), the recorder
+   drains and renames its files, ``session.json`` is written, the worker process stopped, and a summary
+   printed.
 
-Signals (:class:`StopSignals`): while the model loads, a stop signal raises :class:`Stopped` (a
-``KeyboardInterrupt``) at once; during the set-up and the warm-up it is acted on between steps (a
+Signals (:mod:`bridge.live.signals`, :class:`StopSignals`): while the model loads, a stop signal raises
+:class:`Stopped` (a ``KeyboardInterrupt``) at once; during the set-up and the warm-up it is acted on between steps (a
 worker process being spawned is not cut short), and the run ends leaving nothing behind; from the
 moment the stream opens it only asks the session to end, which then ends as for ``q``: summary,
 finished files, ``session.json`` with the reason. A terminal that is gone (SIGHUP)
@@ -32,7 +43,6 @@ import atexit
 import datetime
 import gc
 import math
-import os
 import signal
 import sys
 import threading
@@ -42,12 +52,16 @@ from typing import Any
 
 import numpy as np
 
-from streamer.audio import adapt_channels, read_audio, resample
-from streamer.errors import SettingsError
+from bridge.control.model import ControlModel
 
-from .devices import Device, DeviceError, check_channels, find_device, portaudio, query
-from .path import FileSource, LivePath, check_routes, parse_route
+from .devices import Device, DeviceError, portaudio
+from .path import LivePath
 from .recorder import Recorder
+from .report import build_summary, format_summary
+from .setup import DeviceSetup, choose_rate, input_label, input_map, set_up
+from .signals import STOP_SIGNALS, Stopped, StopSignals, say, signal_words
+from .status import LiveStatus
+from .surfaces import OSCSurface, Surface, Surfaces
 from .ui_process import UiProcess
 
 STREAM_CLOSE_SECONDS = 2.0   # a stream that does not close within this is abandoned (see _close_stream)
@@ -56,105 +70,6 @@ WARM_UP_SECONDS = 0.5        # of silence through the whole path before the stre
 UI_REFRESH_HZ = 15.0
 SWITCH_INTERVAL = 0.001        # s, while streaming (see run)
 TIMES = 65536                # callback durations kept for the statistics
-
-# every signal whose default action would end the process (and that is not a fault of the process itself
-# nor a timer it set), with the words the summary and session.json give as the reason
-_SIGNAL_WORDS = {
-    "SIGINT": "interrupted", "SIGTERM": "terminated (SIGTERM)",
-    "SIGHUP": "hangup (SIGHUP: the terminal or the connection closed)", "SIGQUIT": "quit (SIGQUIT)",
-    "SIGUSR1": "signal SIGUSR1", "SIGUSR2": "signal SIGUSR2", "SIGXCPU": "CPU time limit (SIGXCPU)",
-    "SIGPWR": "power failure (SIGPWR)",
-}
-STOP_SIGNALS = tuple(getattr(signal, name) for name in _SIGNAL_WORDS if hasattr(signal, name))
-
-
-def signal_words(num: int) -> str:
-    """The stop reason for signal ``num``."""
-    try:
-        name = signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
-    return _SIGNAL_WORDS.get(name, f"signal {name}")
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal arrived before the stream ran (``reason``: its words)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class StopSignals:
-    """``with StopSignals() as signals:`` catches :data:`STOP_SIGNALS` (main thread only; elsewhere it does
-    nothing), in one of three modes:
-
-    * at first (``raising``): the first signal raises :class:`Stopped` where the main thread is; for work
-      that may be cut anywhere (loading a model, as Ctrl-C always could);
-    * after :meth:`hold`: a signal is only noted, and :meth:`check`, called where stopping is safe (between
-      the steps of the warm-up), raises :class:`Stopped`; nothing half-started (a worker process being
-      spawned, files being created) is cut short;
-    * once ``on_stop`` is set (the stream runs): ``on_stop(reason)`` is called.
-
-    A signal after the first never interrupts the clean-up. SIGXFSZ is ignored meanwhile, so a file-size
-    limit is a write error the recorder reports, not the end of the process."""
-
-    def __init__(self):
-        self.on_stop = None
-        self.reason: str | None = None
-        self.raising = True
-        self._old: dict = {}
-
-    def hold(self) -> None:
-        """From here a signal is only noted; :meth:`check` acts on it."""
-        self.raising = False
-
-    def check(self) -> None:
-        """Raise :class:`Stopped` if a stop signal arrived."""
-        if self.reason is not None:
-            raise Stopped(self.reason)
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                self._old[sig] = signal.signal(sig, self._handle)
-            if hasattr(signal, "SIGXFSZ"):
-                self._old[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        return self
-
-    def _handle(self, num, frame) -> None:
-        reason = signal_words(num)
-        first = self.reason is None
-        self.reason = self.reason or reason
-        if self.on_stop is not None:
-            self.on_stop(reason)
-        elif self.raising and first:
-            self.raising = False
-            raise Stopped(reason)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._old.clear()
-
-
-def say(text: str, file=None) -> bool:
-    """Print ``text`` (stdout by default); a terminal or pipe that is gone (a closed ssh session) is not an
-    error: the stream is pointed at /dev/null, so that nothing fails later either. Returns whether it got out."""
-    file = file or sys.stdout
-    try:
-        print(text, file=file, flush=True)
-        return True
-    except (OSError, ValueError):
-        try:
-            fd = file.fileno()
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, fd)
-            os.close(null)
-        except (OSError, ValueError, AttributeError):
-            pass
-        return False
-
 
 @dataclass
 class LiveOptions:
@@ -179,8 +94,10 @@ def _sd_error(exc: Exception, what: str) -> DeviceError:
 
 
 class LiveSession:
-    """One run of a separator on live devices (see the module docstring). ``sd`` is the sounddevice
-    module (``portaudio()`` when not given)."""
+    """One run of a separator on live devices (see the module docstring): the run loop. The set-up is
+    :mod:`bridge.live.setup`'s, the report :mod:`bridge.live.report`'s, the control surfaces
+    :mod:`bridge.live.surfaces`' (:meth:`add_surface`). ``sd`` is the sounddevice module (``portaudio()``
+    when not given)."""
 
     def __init__(self, separator, options: LiveOptions, sd=None):
         self.sep = separator
@@ -188,31 +105,14 @@ class LiveSession:
         self.sd = sd or portaudio()
         self.rate = separator.sample_rate
         C = self.channels = separator.channels
-        devices = query(self.sd)
-        self.out_dev: Device = find_device(options.output, "output", devices)
-        self.in_dev: Device | None = None if options.input_file else find_device(options.input, "input", devices)
-        self.routes = [parse_route(r, separator.mixer.bus_names, separator.stem_names, C) for r in options.routes]
-        self.out_channels = check_routes(self.routes, C)
-        why = " ".join(f"--route {r.text}" for r in self.routes) or f"the first bus ({C} channels)"
-        check_channels(self.out_dev, "output", self.out_channels, why)
-        self.in_map = None
-        self.in_open = 0
-        if self.in_dev is not None:
-            self.in_map, self.in_open = self._input_map(options.in_channels)
-        self.device_rate = self._choose_rate()
-        self.source = None
-        if options.input_file:
-            if options.input_audio is not None:   # read by the caller (a stem file's master)
-                audio = options.input_audio
-            else:
-                audio, file_rate = read_audio(options.input_file)
-                if file_rate != self.rate:
-                    audio = resample(audio, file_rate, self.rate)
-            self.source = FileSource(adapt_channels(audio, C, options.input_file), loop=options.loop)
-            follow = getattr(separator.engine, "follow", None)
-            if follow is not None:   # a stem deck plays the stems at the position the file source has read
-                source = self.source
-                follow(lambda: source.pos, source.loop)
+        found = self.setup = set_up(separator, options, self.sd)
+        self.out_dev: Device = found.out_dev
+        self.in_dev: Device | None = found.in_dev
+        self.routes = found.routes
+        self.out_channels = found.out_channels
+        self.in_map, self.in_open = found.in_map, found.in_open
+        self.device_rate = found.device_rate
+        self.source = found.source
         self.recorder = None
         max_frames = LivePath.frames_bound(options.blocksize, self.rate, self.device_rate)
         if options.record:
@@ -235,59 +135,36 @@ class LiveSession:
         self._stop_requested: str | None = None
         self.started_at: float | None = None
         self._stream = None
-        self.osc: str | None = None          # the OSC endpoint(s), shown by the terminal mixer
+        self.control_model = ControlModel.of(separator)   # what every surface acts on
+        self.control_model.set_host_status(self.status)   # /engine/status: this session's latency, seconds, xruns
+        self.surfaces = Surfaces(self.control_model)
+        self.osc: str | None = None          # the OSC endpoint(s), when started
         self.control = None                  # bridge.control.server.OSCControl, when started
         self.device_buffer_frames: int | None = None
         self.session_json_error: str | None = None   # why session.json could not be written (a full disk)
         self._summary: dict | None = None             # once closed
 
     # ------------------------------------------------------------------ set-up
-    def _input_map(self, chosen: list[int] | None) -> tuple[list[int], int]:
-        C, dev = self.channels, self.in_dev
-        have = dev.max_input_channels
-        if chosen is None:
-            chosen = list(range(C)) if have >= C else [0]
-        if len(chosen) not in (1, C):
-            raise SettingsError(f"--in-channels: {len(chosen)} channels for a {C}-channel model; give 1 "
-                                f"(duplicated) or {C}")
-        needed = max(chosen) + 1
-        check_channels(dev, "input", needed, f"--in-channels {','.join(str(c + 1) for c in chosen)}")
-        return (chosen * C if len(chosen) == 1 else list(chosen)), needed
-
-    def _settings_ok(self, rate: float) -> str | None:
-        try:
-            self.sd.check_output_settings(device=self.out_dev.index, channels=self.out_channels, dtype="float32",
-                                          samplerate=rate)
-            if self.in_dev is not None:
-                self.sd.check_input_settings(device=self.in_dev.index, channels=self.in_open, dtype="float32",
-                                             samplerate=rate)
-        except Exception as exc:  # noqa: BLE001 - sounddevice raises PortAudioError or ValueError
-            return str(exc).strip()
-        return None
-
-    def _choose_rate(self) -> int:
-        """The model's rate when the devices take it, else the output device's default rate (resampled)."""
-        first = self._settings_ok(self.rate)
-        if first is None:
-            return self.rate
-        fallback = int(round(self.out_dev.default_samplerate))
-        if fallback != self.rate and self._settings_ok(fallback) is None:
-            return fallback
-        raise DeviceError(f"{self.out_dev.name} cannot run at the model's {self.rate} Hz"
-                          + (f" nor at its default {fallback} Hz" if fallback != self.rate else "") + f": {first}")
-
     def _discard_recording(self) -> None:
         if self.recorder is not None:
             self.recorder.discard()
             self.recorder = None
 
-    def start_osc(self, port: int, host: str = "127.0.0.1", allow=(), tcp: bool = False):
-        """OSC control of this session's separator (``bridge.control``), with this session's status
-        (xruns, callback times) in ``/engine/status``; closed with the session."""
-        from bridge.control.server import OSCControl
+    def add_surface(self, surface):
+        """Start a control surface (:class:`bridge.live.surfaces.Surface`: ``start()``, ``close()``, ``label``,
+        ``counters()``) on this session: its counters go into the status under its short name, its label
+        into the terminal mixer, the summary and session.json; it is closed when the session ends (the
+        last added first). A surface that cannot start raises here and is not added. Returns it."""
+        return self.surfaces.add(surface)
 
-        self.control = OSCControl(self.sep, port=port, host=host, allow=allow, tcp=tcp, status=self.status)
-        self.osc = ", ".join(self.control.endpoints)
+    def start_osc(self, port: int, host: str = "127.0.0.1", allow=(), tcp: bool = False):
+        """OSC control of this session's separator (:class:`bridge.live.surfaces.OSCSurface`), with this
+        session's status (xruns, seconds played) in ``/engine/status``; closed with the session. Returns the
+        :class:`bridge.control.server.OSCControl`."""
+        surface = self.add_surface(OSCSurface(self.sep, port=port, host=host, allow=allow, tcp=tcp,
+                                              status=self.status))
+        self.control = surface.control
+        self.osc = ", ".join(surface.endpoints)
         return self.control
 
     # ------------------------------------------------------------------ latency
@@ -355,37 +232,28 @@ class LiveSession:
         t = self._times[:n]
         return 1000.0 * float(np.median(t)), 1000.0 * float(np.percentile(t, 99))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LiveStatus:
+        """The session's numbers now (:class:`bridge.live.status.LiveStatus`)."""
         st = self.sep.engine.stats
         med, p99 = self.callback_ms()
         rec = self.recorder
-        return {
-            "seconds": self.seconds, "latency_ms": self.latency_ms, "latency_parts_ms": self.latency_parts_ms,
-            "realtime_factor": st["realtime_factor"], "deadline_misses": st["deadline_misses"],
-            "input_overflows": self.input_overflows, "output_underflows": self.output_underflows,
-            "record_dropped": int(rec.counters[2]) if rec else 0,
-            "recorded_seconds": rec.frames / rec.sample_rate if rec else None,
-            "callback_ms_median": med, "callback_ms_p99": p99,
-            "osc": self.osc, "input": self.input_label, "output": self.out_dev.label(),
-            "recording": rec.folder if rec else None,
-            "error": self.error or st["error"] or (rec.error if rec else None),
-        }
+        return LiveStatus(
+            seconds=self.seconds, latency_ms=self.latency_ms, latency_parts_ms=self.latency_parts_ms,
+            realtime_factor=st["realtime_factor"], deadline_misses=int(st["deadline_misses"]),
+            input_overflows=self.input_overflows, output_underflows=self.output_underflows,
+            record_dropped=int(rec.counters[2]) if rec else 0,
+            recorded_seconds=rec.frames / rec.sample_rate if rec else None,
+            callback_ms_median=med, callback_ms_p99=p99, surfaces=tuple(self.surfaces.labels),
+            input=self.input_label, output=self.out_dev.label(), recording=rec.folder if rec else None,
+            error=self.error or st["error"] or (rec.error if rec else None),
+        )
 
     @property
     def input_label(self) -> str:
-        if self.opt.input_file:
-            return f"file {self.opt.input_file}" + (" (looped)" if self.opt.loop else "")
-        return self.in_dev.label()
+        return input_label(self.opt, self.in_dev)
 
     def status_line(self) -> str:
-        s = self.status()
-        line = (f"{s['seconds']:7.1f} s | latency {s['latency_ms']:.0f} ms | rtf {s['realtime_factor']:.2f} | "
-                f"misses {s['deadline_misses']} | overflows {s['input_overflows']} | "
-                f"underflows {s['output_underflows']} | rec dropped {s['record_dropped']} | "
-                f"callback p99 {s['callback_ms_p99']:.2f} ms")
-        if s["error"]:
-            line += f" | {s['error']}"
-        return line
+        return self.status().line()
 
     # ------------------------------------------------------------------ end conditions
     @property
@@ -541,8 +409,11 @@ class LiveSession:
         if stream is not None:
             self._close_stream(stream)
         gc.unfreeze()
-        if self.control is not None:
-            self.control.close()
+        surfaces = self.surfaces.report()      # their counters as they end, for the summary
+        for entry, failure in zip(surfaces, self.surfaces.close()):
+            if failure:                        # said in the summary; the show itself did not fail
+                entry["error"] = failure
+        self.control_model.set_host_status(None)   # the model outlives the session (one per separator)
         stats = self.sep.engine.stats
         self.sep.engine.stop()
         if self.started_at is None:
@@ -550,6 +421,7 @@ class LiveSession:
         recording = self.recorder.close() if self.recorder is not None else None
         self.stop_reason = self.stop_reason or ("error" if self.error else "quit")
         summary = self.summary(stats, recording, started)
+        summary["surfaces"] = surfaces
         if self.recorder is not None and self.session_json_error is None:
             self.session_json_error = self.recorder.write_session(summary)
             summary["recording"]["session_json_error"] = self.session_json_error
@@ -582,88 +454,9 @@ class LiveSession:
             self.error = f"closing the audio device failed: {failure[0]}"
 
     def summary(self, stats: dict, recording: dict | None, started: str | None) -> dict:
-        e = self.sep.engine
-        med, p99 = self.callback_ms()
-        rate = self.rate
-        return {
-            "started": started,
-            "duration_seconds": round(self.seconds, 3),
-            "stopped_by": self.stop_reason,
-            "error": self.error or stats["error"] or (recording or {}).get("error"),
-            "sample_rate": rate,
-            "latency_samples": int(self.sep.reported_latency_samples),
-            "device_sample_rate": self.device_rate,
-            "latency_frames": int(self.path.latency_frames),
-            "device_buffer_latency_frames": self.device_buffer_frames,
-            "latency_ms": {"total": self.latency_ms, **self.latency_parts_ms},
-            "engine": {"window": e.window, "hop": e.hop, "lookahead": e.lookahead,
-                       "crossfade": e.settings.crossfade, "compute_allowance": e.compute_allowance,
-                       "residual": e.residual, "device": str(e.device), "precision": e.precision,
-                       "backend": stats.get("backend", "torch"),
-                       "seconds": {"window": e.window / rate, "hop": e.hop / rate, "lookahead": e.lookahead / rate}},
-            "model": dict(self.opt.model, stems=list(self.sep.stem_names)),
-            "buses": list(self.sep.mixer.bus_names),
-            "stems": list(self.sep.stem_names),
-            "input": self.input_label,
-            "output": self.out_dev.label(),
-            "routes": [r.text for r in self.routes],
-            "blocksize": self.opt.blocksize,
-            "counters": {
-                "callbacks": self.calls,
-                "callback_ms_median": med, "callback_ms_p99": p99,
-                "deadline_misses": stats["deadline_misses"], "late_results": stats["late_results"],
-                "skipped_windows": stats["skipped_windows"], "realtime_factor": stats["realtime_factor"],
-                "input_overflows": self.input_overflows, "output_underflows": self.output_underflows,
-                "record_dropped_blocks": (recording or {}).get("dropped_blocks", 0),
-                "record_dropped_frames": (recording or {}).get("dropped_frames", 0),
-                "resampler_underflow_frames": self.path.fifo_underflows,
-                "nonfinite_input": stats["nonfinite_input"], "worker_restarts": stats["worker_restarts"],
-            },
-            "recording": None if self.recorder is None else {
-                "folder": self.recorder.folder,
-                "seconds": round((recording or {}).get("seconds", self.recorder.frames / rate), 3),
-                "error": (recording or {}).get("error", self.recorder.error),
-                "nonfinite_input_recorded_as_zero": (recording or {}).get("nonfinite_input", self.recorder.nonfinite),
-                "session_json_error": None,
-            },
-            "files": None if self.recorder is None else sorted(os.path.relpath(p, self.recorder.folder)
-                                                                for p in self.recorder.paths) + ["session.json"],
-        }
+        """The summary (:func:`bridge.live.report.build_summary`); also session.json."""
+        return build_summary(self, stats, recording, started)
 
 
-def format_summary(s: dict) -> str:
-    """The lines printed when a session ends."""
-    c = s["counters"]
-    parts = ", ".join(f"{k} {v:.0f}" for k, v in s["latency_ms"].items() if k != "total" and v)
-    lines = [
-        f"stopped: {s['stopped_by']} after {s['duration_seconds']:.1f} s",
-        f"latency: {s['latency_ms']['total']:.1f} ms ({parts}) = {s['latency_frames']} frames at "
-        f"{s['device_sample_rate']} Hz" + (f", plus the device's own {s['device_buffer_latency_frames']} frames"
-                                           if s.get("device_buffer_latency_frames") else ""),
-        f"deadline misses {c['deadline_misses']}, input overflows {c['input_overflows']}, output underflows "
-        f"{c['output_underflows']}, dropped record blocks {c['record_dropped_blocks']}",
-        f"callback {c['callback_ms_median']:.3f} ms median, {c['callback_ms_p99']:.3f} ms p99 "
-        f"({c['callbacks']} calls)",
-        (f"model: none: the stems of {s['model']['stem_file']} play as they are (no separation, zero latency)"
-         if s["model"].get("stem_file") else
-         f"model: on the service at {s['model']['remote']} (round trips at connect {s['model'].get('round_trips_ms')} ms, "
-         f"network allowance {s['model'].get('network_allowance_ms')} ms), each window {c['realtime_factor']:.2f}x the hop"
-         if s["model"].get("remote") else
-         f"model: {s['engine']['backend']} backend, {s['engine']['precision']} on {s['engine']['device']}, each window "
-         f"{c['realtime_factor']:.2f}x the hop" + (f"; input: {s['model']['input']}" if s["model"].get("input") else "")),
-    ]
-    if c.get("nonfinite_input"):
-        lines.append(f"non-finite input: {c['nonfinite_input']} samples (NaN or inf) replaced with 0 as they entered "
-                     "the engine" + ("; input.wav holds them as 0" if s.get("files") else ""))
-    rec = s.get("recording")
-    if rec:
-        lines.append(f"recorded: {len(s['files'])} files, {rec['seconds']:.1f} s in {rec['folder']}")
-        if rec.get("error"):
-            lines.append(rec["error"].replace("; the show goes on", "; the show went on"))
-        if rec.get("session_json_error"):
-            lines.append(f"{rec['session_json_error']}: the stop reason and the counters are only in this summary")
-    rtf = c.get("realtime_factor")
-    if c["deadline_misses"] and rtf is not None and rtf > 0.9:
-        lines.append(f"hint: each window took {rtf:.2f}x the hop on this machine, so separation fell back to the dry "
-                     "input; a longer hop keeps up (--latency balanced, or --hop)")
-    return "\n".join(lines)
+__all__ = ["LiveOptions", "LiveSession", "LiveStatus", "Stopped", "StopSignals", "STOP_SIGNALS", "Surface",
+           "DeviceSetup", "OSCSurface", "choose_rate", "format_summary", "input_map", "say", "signal_words"]

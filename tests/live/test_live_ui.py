@@ -7,6 +7,7 @@ the session is finished, and on q / ctrl+c.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import pathlib
 import re
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from textual.geometry import Region
 
+from bridge.live.status import LiveStatus
 from bridge.live.ui import MixerApp
 from bridge.mix.mixer import StemMixer
 
@@ -28,7 +30,7 @@ REFRESH_HZ = 50.0
 
 
 class View:
-    """What the live session hands the app: a mixer, a status dict and a finished flag."""
+    """What the live session hands the app: a mixer, a status (LiveStatus) and a finished flag."""
 
     def __init__(self):
         self.mixer = StemMixer(STEMS, RATE, buses=BUSES)
@@ -38,15 +40,16 @@ class View:
         self.realtime_factor = 0.42
         self.seconds = 0.0
 
-    def status(self) -> dict:
-        return {
-            "seconds": self.seconds, "latency_ms": 630.8,
-            "latency_parts_ms": {"algorithmic": 500.0, "processing": 125.0, "effects": 5.8, "resampling": 0.0},
-            "realtime_factor": self.realtime_factor, "deadline_misses": 3, "input_overflows": 1,
-            "output_underflows": 2, "record_dropped": 4, "callback_ms_p99": 1.23, "osc": self.osc,
-            "input": "song.flac (file)", "output": "JACK system:playback", "recording": "/tmp/takes/take-1",
-            "error": self.error,
-        }
+    def status(self) -> LiveStatus:
+        return LiveStatus(
+            seconds=self.seconds, latency_ms=630.8,
+            latency_parts_ms={"algorithmic": 500.0, "processing": 125.0, "effects": 5.8, "resampling": 0.0},
+            realtime_factor=self.realtime_factor, deadline_misses=3, input_overflows=1,
+            output_underflows=2, record_dropped=4, callback_ms_p99=1.23,
+            surfaces=(f"osc: {self.osc}",) if self.osc else (),
+            input="song.flac (file)", output="JACK system:playback", recording="/tmp/takes/take-1",
+            error=self.error,
+        )
 
 
 def drive(script, view: View | None = None, size=(100, 30), refresh_hz: float = REFRESH_HZ) -> MixerApp:
@@ -289,6 +292,31 @@ def test_status_area_shows_the_session():
         assert "time 01:15.5" in shown(app, "selection")
 
     drive(script, size=(120, 30))
+
+
+def test_status_area_shows_every_control_surface_by_its_label():
+    class Surfaces(View):
+        def status(self):
+            return dataclasses.replace(super().status(), surfaces=("midi: nanoKONTROL2 SLIDER/KNOB",
+                                                                   "osc: udp://0.0.0.0:9000, tcp://0.0.0.0:9000"))
+
+    async def script(app, pilot, view):
+        await settle(pilot, app)
+        text = " ".join(shown(app, "status").split())
+        assert "midi nanoKONTROL2 SLIDER/KNOB" in text and "osc udp://0.0.0.0:9000, tcp://0.0.0.0:9000" in text, text
+
+    drive(script, Surfaces(), size=(160, 30))
+
+
+def test_a_status_that_is_not_a_live_status_is_said_and_the_mixer_keeps_running():
+    async def script(app, pilot, view):
+        view.status = lambda: {"seconds": 1.0}
+        await settle(pilot, app)
+        assert app.is_running
+        assert "error: status() gave dict, not a LiveStatus" in shown(app, "status")
+        assert "time --:--" in shown(app, "selection")
+
+    drive(script)
 
 
 def test_error_from_the_session_is_shown_in_red():

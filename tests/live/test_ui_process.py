@@ -18,6 +18,7 @@ import soundfile as sf
 from jack_helpers import JackServer, needs_jackd
 from live_helpers import delayed, read_take, wait_for_ports
 
+from bridge.live.status import LiveStatus
 from bridge.live.ui_process import _Mirror, _RemoteView, apply_controls, mixer_controls
 from bridge.mix.state import StemState
 from bridge.mix.mixer import StemMixer
@@ -52,15 +53,15 @@ def test_mirror_sends_changes_and_takes_the_parents_state_only_once_acknowledged
     real = StemMixer(STEMS, RATE)
     meters = np.full(len(real.meters), -6.0, np.float32)
     # a state from before the parent applied the change: the mirror keeps its own controls
-    parent.send(("state", 0, meters, {"seconds": 1.0}, mixer_controls(real)))
+    parent.send(("state", 0, meters, LiveStatus(seconds=1.0), mixer_controls(real)))
     deadline = time.monotonic() + 5
-    while view.status().get("seconds") != 1.0 and time.monotonic() < deadline:
+    while view.status().seconds != 1.0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert mirror["main"]["drums"].mute and float(mirror.meters[0]) == -6.0
     apply_controls(real, controls)
     real["main"]["vocals"].gain_db = -10.0                    # changed elsewhere (OSC, later)
-    parent.send(("state", 1, meters, {"seconds": 2.0}, mixer_controls(real)))
-    while view.status().get("seconds") != 2.0 and time.monotonic() < deadline:
+    parent.send(("state", 1, meters, LiveStatus(seconds=2.0), mixer_controls(real)))
+    while view.status().seconds != 2.0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert mirror["main"]["vocals"].gain_db == -10.0 and mirror["main"]["drums"].mute
     assert not parent.poll(0.1), "taking the parent's state must not echo it back"
