@@ -1,0 +1,114 @@
+"""Real MIDI for the tests: a private JACK server (dummy backend) and a test controller made of two
+python-rtmidi virtual ports on it (what it sends is what the surface reads; what the surface sends back
+arrives at its input), plus a real separator (the identity stand-in) with two buses and two scenes."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+from standins import IdentityModel
+
+import streamer
+from bridge import StemSeparator
+from bridge.live.jackserver import JackServer
+from bridge.mix.scenes import Scene
+
+from conftest import write_yaml
+
+STEMS = ("vocals", "drums", "bass", "other")
+JACKD = shutil.which("jackd")
+needs_jackd = pytest.mark.skipif(JACKD is None, reason="jackd is not installed (make install installs jackd2)")
+rtmidi = pytest.importorskip("rtmidi")
+
+
+@pytest.fixture
+def jack(tmp_path, monkeypatch):
+    """A JACK dummy server; this process's MIDI clients (the surface's and the controller's) use it."""
+    if JACKD is None:
+        pytest.skip("jackd is not installed (make install installs jackd2)")
+    with JackServer(log_dir=str(tmp_path), prefix="stemstream_midi") as server:
+        for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER", "JACK_NO_AUDIO_RESERVATION"):
+            monkeypatch.setenv(key, server.env[key])
+        yield server
+
+
+@pytest.fixture
+def sep(tmp_path):
+    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=STEMS, target=None,
+                                             extra_model={"num_stems": 4}, chunk_size=4410))
+    s = StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
+    s.scenes = {"karaoke": Scene("karaoke", {"main": {"stems": {"vocals": {"mute": True}}}}), "full": Scene("full")}
+    return s
+
+
+class Controller:
+    """A MIDI controller played by the test: ``send(*bytes)`` out of its port ``<name>:ctl``; what comes back
+    to its input ``<name>-in:fb`` is collected in ``received``."""
+
+    def __init__(self, name: str = "testctl", feedback: bool = True):
+        J = rtmidi.API_UNIX_JACK
+        self.name = name
+        self.out = rtmidi.MidiOut(J, name=name)
+        self.out.open_virtual_port("ctl")
+        self.received: list[tuple[float, list[int]]] = []
+        self._lock = threading.Lock()
+        self.inp = None
+        if feedback:
+            self.inp = rtmidi.MidiIn(J, name=f"{name}-in")
+            self.inp.ignore_types(False, False, True)
+            self.inp.set_callback(self._got)
+            self.inp.open_virtual_port("fb")
+
+    def _got(self, event, data=None) -> None:
+        with self._lock:
+            self.received.append((time.monotonic(), list(event[0])))
+
+    def messages(self) -> list[list[int]]:
+        with self._lock:
+            return [m for _, m in self.received]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def send(self, *data: int) -> None:
+        self.out.send_message(list(data))
+
+    def cc(self, number: int, value: int, channel: int = 0) -> None:
+        self.send(0xB0 | channel, number, value)
+
+    def close(self) -> None:
+        for port in (self.out, self.inp):
+            if port is not None:
+                port.close_port()
+                port.delete()
+        self.out = self.inp = None
+
+
+def wait_for(predicate, timeout: float = 3.0, interval: float = 0.005):
+    """``predicate()`` once it is true, or an AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout} s: {getattr(predicate, '__doc__', None) or predicate}")
+
+
+def settle(surface, timeout: float = 3.0) -> None:
+    """Until the surface's queue is empty and its counters stop moving (everything sent was handled)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        time.sleep(0.03)
+        now = surface.counters()
+        if now["queued"] == 0 and now == last:
+            return
+        last = now
+    raise AssertionError(f"the surface did not settle: {surface.counters()}")
+
+
+__all__ = ["Controller", "STEMS", "jack", "needs_jackd", "sep", "settle", "wait_for"]
