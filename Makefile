@@ -55,12 +55,17 @@ synth-deps:
 # server with its tools (jackd -d dummy: an audio device without a sound card; jack_connect, jack_metro,
 # jack_rec) and liblo's oscsend/oscdump (an independent OSC implementation) for the live and OSC tests.
 # ffmpeg (and ffprobe) write and read NI Stem files (separate --format stem).
+# libasound2 and libjack-jackd2-0: python-rtmidi's ALSA and JACK MIDI (stemstream live --midi).
+# chromium and chromium-driver: a headless browser for the browser mixer's tests (selenium drives it).
+# nginx-light: the reverse proxy the service's TLS test runs in front of `stemstream serve`.
 # jackd2 asks whether to enable real-time scheduling: answered "no" up front.
 live-deps:
 	@if command -v jackd >/dev/null && command -v jack_metro >/dev/null && command -v jack_rec >/dev/null \
 		&& command -v oscsend >/dev/null && command -v oscdump >/dev/null \
 		&& command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null \
-		&& ldconfig -p | grep -q libportaudio.so.2; then :; else \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v nginx >/dev/null \
+		&& ldconfig -p | grep -q libportaudio.so.2 \
+		&& ldconfig -p | grep -q libasound.so.2 && ldconfig -p | grep -q libjack.so.0; then :; else \
 		echo "jackd2 jackd/tweak_rt_limits boolean false" | debconf-set-selections; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		libportaudio2 jackd2 liblo-tools ffmpeg; fi
+		libportaudio2 jackd2 liblo-tools ffmpeg libasound2 libjack-jackd2-0 chromium chromium-driver nginx-light; fi

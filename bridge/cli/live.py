@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 
+from . import midi
 from .common import (MAX_BLOCK, MAX_SCORE_SECONDS, MAX_WINDOW_SECONDS, add_backend_arg, number, positive_int,
                      residual_value, seconds, whole_number)
 
@@ -51,7 +53,8 @@ def register(sub) -> None:
                             "matrix products (CPU, --backend onnx or auto)")
     add_backend_arg(model)
     model.add_argument("--remote", metavar="URL",
-                       help="run the model on a separation service (stemstream serve): ws://HOST:PORT[/stream], "
+                       help="run the model on a separation service (stemstream serve): ws://HOST:PORT[/stream] "
+                            "or wss://... (TLS), "
                             "instead of --config/--rig; the audio side stays here and never waits")
     model.add_argument("--token", default=None,
                        help="the service's token (default: $STEMSTREAM_TOKEN)")
@@ -62,6 +65,9 @@ def register(sub) -> None:
                             "(default: twice the worst round trip measured at connect time, plus 5 ms)")
     model.add_argument("--wire", choices=["fp32", "fp16"], default="fp32",
                        help="with --remote: audio on the wire as fp32 (default) or fp16 (half the bytes)")
+    model.add_argument("--tls-ca", metavar="FILE", default=None,
+                       help="with --remote wss://...: verify the service against this PEM CA or self-signed "
+                            "certificate (default: the system's CAs)")
     eng = lv.add_argument_group("engine (a preset, or explicit lengths as in a rig's engine section)")
     eng.add_argument("--latency", choices=["low", "balanced", "offline-exact"], default=None,
                      help="latency preset (default: the rig's, else balanced)")
@@ -107,6 +113,18 @@ def register(sub) -> None:
                      help="accept OSC only from these networks or addresses, e.g. 192.168.1.0/24 (repeatable)")
     osc.add_argument("--osc-tcp", action="store_true",
                      help="also listen on TCP (OSC 1.1 SLIP framing) on the same port")
+    web = lv.add_argument_group("browser mixer (a page for a phone or tablet; see the README's Browser mixer)")
+    web.add_argument("--web", type=whole_number(0, 65535), default=None, metavar="PORT",
+                     help="serve the mixer page on this HTTP port (0: any free port); prints its address with an "
+                          "access token and a QR code of it")
+    web.add_argument("--web-host", default=None,
+                     help="the address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                          "interface, which needs --web-allow)")
+    web.add_argument("--web-allow", action="append", default=[], metavar="CIDR",
+                     help="serve the page only to these networks or addresses, e.g. 192.168.1.0/24 (repeatable)")
+    web.add_argument("--web-token", default=None, metavar="T",
+                     help="the page's access token (default: a random one per run)")
+    midi.add_live_args(lv)
     lv.set_defaults(func=cmd_live)
 
 
@@ -153,7 +171,12 @@ def build_separator(args: argparse.Namespace):
 
     if args.remote:
         return _remote_separator(args)
-    for flag in ("model_name", "network_allowance"):
+    if args.rig and not args.config:
+        from bridge.plugin.rig import remote_url
+
+        if remote_url(args.rig) is not None:   # the rig's model runs on a separation service
+            return _remote_rig_separator(args)
+    for flag in ("model_name", "network_allowance", "tls_ca"):
         if getattr(args, flag) is not None:
             raise SettingsError(f"--{flag.replace('_', '-')} goes with --remote")
 
@@ -222,8 +245,10 @@ def _remote_separator(args: argparse.Namespace):
         from streamer.remote.host import RemoteLink
     except ImportError as exc:
         raise SettingsError(f"--remote needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
-    served, _ = RemoteLink(args.remote, token, args.model_name, args.wire).probe(pings=1)
+    served, _ = RemoteLink(args.remote, token, args.model_name, args.wire, args.tls_ca).probe(pings=1)
     overrides: dict = {"wire": args.wire}
+    if args.tls_ca is not None:
+        overrides["tls_ca"] = args.tls_ca
     if args.model_name:
         overrides["model"] = args.model_name
     residual = residual_value(args.residual) if args.residual is not None else None
@@ -234,6 +259,40 @@ def _remote_separator(args: argparse.Namespace):
     link = sep.engine
     info = {"remote": args.remote, "model": args.model_name, "config": None, "checkpoint": None,
             "wire": args.wire, "round_trips_ms": [round(t, 2) for t in getattr(link, "round_trips_ms", [])],
+            "network_allowance_ms": round(1000.0 * (sep.engine.compute_allowance - sep.engine.hop)
+                                          / sep.sample_rate, 1)}
+    return sep, info
+
+
+def _remote_rig_separator(args: argparse.Namespace):
+    """``--rig R`` whose ``model: {remote: URL, token_env: NAME}`` runs on a separation service."""
+    from bridge.plugin.rig import load_rig
+    from bridge.plugin.separator import StemSeparator
+    from streamer.errors import SettingsError
+
+    given = [f for f in ("checkpoint", "device", "precision", "model_type", "latency", "window", "model_name")
+             if getattr(args, f, None) is not None]
+    if given:
+        raise SettingsError(f"the rig {args.rig} runs its model on a service (model.remote): drop "
+                            f"--{given[0].replace('_', '-')} (the service sets the model, its window and precision; "
+                            "--hop and --lookahead may be given)")
+    spec = load_rig(args.rig, token=args.token)
+    overrides = _remote_lengths(args, spec.config.sample_rate)
+    if args.tls_ca is not None:
+        overrides["tls_ca"] = args.tls_ca
+    if args.wire != "fp32":
+        overrides["wire"] = args.wire
+    if args.residual is not None:
+        overrides["residual"] = residual_value(args.residual)
+    sep = StemSeparator.from_rig(args.rig, token=args.token, **overrides)
+    buses = [b.strip() for b in args.buses.split(",")] if args.buses else None
+    if buses is not None and buses != sep.mixer.bus_names:
+        raise SettingsError(f"--buses {args.buses}: the rig defines its buses ({', '.join(sep.mixer.bus_names)})")
+    _apply_mixer_flags(sep, args)
+    r = spec.remote
+    info = {"rig": os.path.abspath(args.rig), "remote": r.url, "model": r.name, "config": None, "checkpoint": None,
+            "wire": overrides.get("wire", r.wire),
+            "round_trips_ms": [round(t, 2) for t in getattr(sep.engine, "round_trips_ms", [])],
             "network_allowance_ms": round(1000.0 * (sep.engine.compute_allowance - sep.engine.hop)
                                           / sep.sample_rate, 1)}
     return sep, info
@@ -320,6 +379,30 @@ def _demo_model(args: argparse.Namespace) -> str:
             "other); use your own with --config MODEL.yaml --checkpoint MODEL.ckpt, or --rig RIG.yaml")
 
 
+def _web_settings(args: argparse.Namespace) -> dict | None:
+    """The browser mixer's settings: --web/--web-host/--web-allow/--web-token over the rig's web section;
+    None without either. Checked here, before the show starts (the port is bound by the session)."""
+    from bridge.web.server import check_options, check_token
+    from streamer.errors import SettingsError
+
+    rig = None
+    if args.rig:
+        from bridge.plugin.rig import web_settings
+
+        rig = web_settings(args.rig)
+    if args.web is None and rig is None:
+        if args.web_host is not None or args.web_allow or args.web_token is not None:
+            raise SettingsError("--web-host, --web-allow and --web-token go with --web PORT")
+        return None
+    rig = rig or {}
+    out = {"port": args.web if args.web is not None else rig["port"],
+           "host": args.web_host if args.web_host is not None else rig.get("host", "127.0.0.1"),
+           "allow": list(args.web_allow) or list(rig.get("allow", [])), "token": args.web_token}
+    check_token(out["token"])
+    check_options(out["host"], out["allow"])
+    return out
+
+
 def cmd_live(args: argparse.Namespace) -> int:
     from bridge.live.session import StopSignals, Stopped, say
 
@@ -344,8 +427,10 @@ def _live(args: argparse.Namespace, signals) -> int:
     if args.input_file and not os.path.isfile(args.input_file):
         raise SettingsError(f"input file not found: {args.input_file}")
     in_channels = parse_channels(args.in_channels) if args.in_channels else None
+    web = _web_settings(args)   # before the model loads: a bad flag is one line at once
     if args.record:
         check_folder(args.record)   # before the model loads: a take there is refused (a killed one recovered)
+    midi_prepared = midi.check_args(args)   # before the model loads: the MIDI flags and the mapping file
     has_model = bool(args.rig or args.config or args.checkpoint or args.remote)
     stem_file = bool(args.input_file) and is_stem_file(args.input_file)
     input_audio = None
@@ -387,6 +472,22 @@ def _live(args: argparse.Namespace, signals) -> int:
             except BaseException:
                 session.close()   # nothing played: the recording folder and the worker go away
                 raise
+        if web is not None:
+            from bridge.web.surface import WebSurface
+
+            try:
+                surface = session.add_surface(WebSurface(sep, **web))
+            except BaseException:
+                session.close()
+                raise
+            say(f"browser mixer: {surface.url}  (open it on a phone, or scan:)")
+            say(surface.qr_for(sys.stdout))
+        try:
+            for surface in midi.start(args, session, midi_prepared):
+                say(surface.label)
+        except BaseException:
+            session.close()
+            raise
         say(f"stemstream live: {session.input_label} -> {session.out_dev.label()} at {session.device_rate} Hz, "
             f"latency {session.latency_ms:.1f} ms" + (f", OSC on {session.osc}" if session.osc else "")
             + "; warming up...")

@@ -10,9 +10,9 @@ import logging
 import sys
 import traceback
 
-from . import bench, demo, lab, live, separate, serve
+from . import bench, demo, lab, live, midi, separate, serve
 
-COMMAND_GROUPS = (separate, live, serve, demo, lab, bench)
+COMMAND_GROUPS = (separate, live, midi, serve, demo, lab, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

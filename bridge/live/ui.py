@@ -8,14 +8,15 @@ latency, real-time factor, dropouts, devices, recording, OSC and any error.
 The app is handed a *view* (the live session implements it)::
 
     view.mixer        a StemMixer
-    view.status()     a dict: seconds, latency_ms, latency_parts_ms, realtime_factor, deadline_misses,
-                      input_overflows, output_underflows, record_dropped, callback_ms_p99, osc,
-                      input, output, recording, error
+    view.status()     a bridge.live.status.LiveStatus: seconds, latency_ms, latency_parts_ms, realtime_factor,
+                      deadline_misses, input_overflows, output_underflows, record_dropped, callback_ms_p99,
+                      surfaces (each control surface's label, "osc: udp://..."), input, output, recording, error
     view.finished     true once the session is over (the app then exits by itself)
 
 Keys: 1..9 toggle mute of stem N on the selected bus, shift+1..9 (``!@#$%^&*(``) its solo, ``b``
 cycles the selected bus, up/down select a stem, left/right change its gain by 1 dB, ``m``/``s``
-mute/solo it, ``0`` puts the selected bus back to unity, ``q`` or ctrl+c quit.
+mute/solo it, ``0`` puts the selected bus back to unity, ``l`` MIDI learn (:mod:`bridge.live.ui_learn`: move
+a control, choose its target), ``q`` or ctrl+c quit.
 
 The app shares the process with the audio callback, so a refresh only repaints the cells whose
 shown value changed (fixed-size widgets, no layout pass), and setting a control only sets a target
@@ -24,7 +25,7 @@ that the audio side picks up at its next block (the mixer's design).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -34,6 +35,8 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from bridge.mix.mixer import SILENCE_DB, StemMixer
+
+from .status import LiveStatus
 from streamer.errors import SettingsError
 
 METER_FLOOR_DB = -60.0  # an empty bar at or below this level; a full one at 0 dBFS
@@ -66,6 +69,7 @@ def _bindings() -> list[Binding]:
         Binding("m", "mute_selected", "mute"),
         Binding("s", "solo_selected", "solo"),
         Binding("0", "reset_bus", "unity"),
+        Binding("l", "learn", "MIDI learn"),
         Binding("q", "stop", "quit"),
         Binding("ctrl+c", "stop", "quit", show=False, priority=True),
     ]
@@ -377,10 +381,10 @@ class MixerApp(App):
             status = self.view.status()
             status_error = None
         except Exception as exc:  # a broken status source must not take the mixer down
-            status, status_error = {}, f"status: {exc}"
-        if not isinstance(status, Mapping):
-            status, status_error = {}, f"status() gave {type(status).__name__}, not a dict"
-        self._clock = _fmt_clock(status.get("seconds"))
+            status, status_error = LiveStatus(), f"status: {exc}"
+        if not isinstance(status, LiveStatus):
+            status, status_error = LiveStatus(), f"status() gave {type(status).__name__}, not a LiveStatus"
+        self._clock = _fmt_clock(status.seconds if status_error is None else None)
         self._refresh_levels()
         self._refresh_controls()
         self._refresh_status(status, status_error)
@@ -394,17 +398,17 @@ class MixerApp(App):
 
     def _refresh_levels(self) -> None:
         mixer = self.mixer
-        meters = mixer.meters.copy()  # written by the audio side: one consistent-enough snapshot
+        # written by the audio side: one consistent-enough snapshot, by name
+        levels = mixer.meter_view(mixer.meters.copy())
         targets = [mixer.buses[b].targets() for b in mixer.bus_names]
-        stems = len(mixer.stem_names)
-        for s in range(stems):
-            peak, rms = float(meters[2 * s]), float(meters[2 * s + 1])
+        for s, stem in enumerate(mixer.stem_names):
+            peak, rms = levels[stem]
             for b, meter in enumerate(self._stem_meters[s]):
                 gain = float(targets[b][s])
                 meter.show(post_fader_db(peak, gain), post_fader_db(rms, gain))
-        for b, meter in enumerate(self._bus_meters):
-            i = stems + b
-            meter.show(post_fader_db(float(meters[2 * i]), 1.0), post_fader_db(float(meters[2 * i + 1]), 1.0))
+        for bus, meter in zip(mixer.bus_names, self._bus_meters):
+            peak, rms = levels[f"bus:{bus}"]
+            meter.show(post_fader_db(peak, 1.0), post_fader_db(rms, 1.0))
 
     def _refresh_controls(self) -> None:
         mixer = self.mixer
@@ -435,42 +439,42 @@ class MixerApp(App):
         for bus, cell in zip(mixer.bus_names, self._bus_gains):
             cell.set_text(Text(format_db(mixer.buses[bus].gain_db).rjust(6) + " dB"))
 
-    def _refresh_status(self, status: Mapping, status_error: str | None) -> None:
-        get = status.get
+    def _refresh_status(self, status: LiveStatus, status_error: str | None) -> None:
         text = Text()
-        for error in (get("error"), status_error, self.key_error):  # first, so a short terminal still shows it
+        for error in (status.error, status_error, self.key_error):  # first, so a short terminal still shows it
             if error:
                 text.append(f"error: {error}", "bold red")
                 text.append("\n")
-        parts = get("latency_parts_ms") or {}
+        parts = status.latency_parts_ms or {}
         try:
             parts_text = " + ".join(f"{name} {_fmt_number(ms, 1)}" for name, ms in parts.items())
         except Exception:
             parts_text = ""
         text.append("latency ", "bold")
-        text.append(_fmt_ms(get("latency_ms")))
+        text.append(_fmt_ms(status.latency_ms))
         if parts_text:
             text.append(f" = {parts_text}")
         text.append("\n")
         text.append("real-time factor ", "bold")
-        text.append(_fmt_number(get("realtime_factor")))
+        text.append(_fmt_number(status.realtime_factor))
         text.append("  callback p99 ", "bold")
-        text.append(_fmt_ms(get("callback_ms_p99")))
+        text.append(_fmt_ms(status.callback_ms_p99))
         self._counts(text, status, (("deadline misses", "deadline_misses"),), first=False)
         text.append("\n")
         self._counts(text, status, (("input overflows", "input_overflows"), ("output underflows", "output_underflows"),
                                     ("dropped record blocks", "record_dropped")))
         text.append("\n")
         text.append("in ", "bold")
-        text.append(str(get("input") or "n/a"))
+        text.append(str(status.input or "n/a"))
         text.append("  out ", "bold")
-        text.append(str(get("output") or "n/a"))
+        text.append(str(status.output or "n/a"))
         text.append("\n")
         text.append("recording ", "bold")
-        text.append(str(get("recording")) if get("recording") else "off")
-        if get("osc") is not None:
-            text.append("  osc ", "bold")
-            text.append(str(get("osc")))
+        text.append(str(status.recording) if status.recording else "off")
+        for label in status.surfaces:   # each control surface: "osc: udp://..." shows as "osc udp://..."
+            kind, sep, where = str(label).partition(":")
+            text.append(f"  {kind.strip() if sep else label} ", "bold")
+            text.append(where.strip() if sep else "")
         old = self._status_text
         if old is None or old.plain != text.plain or old.spans != text.spans:
             self._status_text = text
@@ -478,11 +482,11 @@ class MixerApp(App):
             self._status.update(text, layout=False)
 
     @staticmethod
-    def _counts(text: Text, status: Mapping, items, first: bool = True) -> None:
+    def _counts(text: Text, status: LiveStatus, items, first: bool = True) -> None:
         """``label count`` pairs, two spaces apart; a count above zero in yellow."""
         for i, (label, key) in enumerate(items):
             text.append(f"{label} " if first and i == 0 else f"  {label} ", "bold")
-            count = status.get(key, 0)
+            count = getattr(status, key, 0)
             text.append(str(count), "bold yellow" if count else "")
 
     # -- keys -----------------------------------------------------------------------------------
@@ -561,6 +565,18 @@ class MixerApp(App):
             bus.gain_db = 0.0
 
         self._guarded(change)
+
+    def action_learn(self) -> None:
+        """MIDI learn (:mod:`bridge.live.ui_learn`): needs a view that can (the live session; it answers that
+        there is no controller when it was started without --midi)."""
+        if not hasattr(self.view, "learn"):
+            self.key_error = "MIDI learn needs a MIDI controller: stemstream live --midi NAME (or --midi-virtual)"
+            self.refresh_view()
+            return
+        from .ui_learn import LearnScreen
+
+        self.key_error = None
+        self.push_screen(LearnScreen(self.view, self.stem_name, self.bus_name))
 
     def action_stop(self) -> None:
         if not self._exiting:

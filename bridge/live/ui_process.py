@@ -24,12 +24,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
 from bridge.mix.mixer import StemMixer
 from bridge.mix.state import MixerState
+
+from .status import LiveStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,25 @@ class _RemoteView:
     def __init__(self, mirror: _Mirror, conn):
         self.mixer = mirror
         self._conn = conn
-        self._status: dict[str, Any] = {}
+        self._status = LiveStatus()
         self._finished = False
+        self.learn_state: tuple[str, str] | None = None   # MIDI learn, as the parent reports it
         threading.Thread(target=self._receive, name="stemstream-ui-receiver", daemon=True).start()
+
+    def learn(self, request: tuple) -> None:
+        """A MIDI learn request to the parent (``("start",)``, ``("assign", target)``, ``("cancel",)``)."""
+        if request[0] == "start":
+            self.learn_state = ("starting", "")
+        try:
+            self._conn.send(("learn", *request))
+        except (OSError, EOFError, BrokenPipeError):
+            self.learn_state = ("error", "the live session is gone")
 
     @property
     def finished(self) -> bool:
         return self._finished
 
-    def status(self) -> dict:
+    def status(self) -> LiveStatus:
         return self._status
 
     def _receive(self) -> None:
@@ -102,6 +113,8 @@ class _RemoteView:
                     self._status = status
                     if ack >= self.mixer.sent:   # the parent has applied every change made here
                         self.mixer.load(controls)
+                elif msg[0] == "learn":
+                    self.learn_state = (msg[1], msg[2])
                 elif msg[0] == "finish":
                     break
         except (EOFError, OSError):
@@ -144,6 +157,7 @@ class UiProcess:
         self.quit_requested = False
         self.exited = False
         self._ready = False
+        self._learner = None      # MIDI learn in progress (bridge.midi.learn.Learner)
 
     def start(self) -> "UiProcess":
         ctx = mp.get_context("spawn")
@@ -185,11 +199,15 @@ class UiProcess:
                     self._ack = msg[1]
                 elif msg[0] == "ready":
                     self._ready = True
+                elif msg[0] == "learn":
+                    self._learn(msg[1:])
                 elif msg[0] == "exit":
                     self.exited = True
                     if msg[1] == "quit":
                         self.quit_requested = True
                         self.session.request_stop("quit")
+            while self._learner is not None and (report := self._learner.next_report()) is not None:
+                self._conn.send(("learn", *report))
             now = time.monotonic()
             if send and now >= self._next and not self.exited:
                 self._next = now + 1.0 / self.refresh_hz
@@ -197,6 +215,22 @@ class UiProcess:
                                  mixer_controls(mixer)))
         except (EOFError, OSError, BrokenPipeError):
             self.exited = True
+
+    def _learn(self, request: tuple) -> None:
+        """A MIDI learn request from the mixer, for the session's first MIDI surface."""
+        from bridge.midi.learn import Learner
+
+        if request[0] == "start":
+            surfaces = [s for s in getattr(self.session, "surfaces", None).items if hasattr(s, "learn_next")] \
+                if getattr(self.session, "surfaces", None) is not None else []
+            if self._learner is not None:
+                self._learner.cancel()
+            self._learner = Learner(surfaces[0] if surfaces else None).start()
+        elif self._learner is not None:
+            if request[0] == "assign":
+                self._learner.assign(request[1])
+            else:
+                self._learner.cancel()
 
     def close(self) -> None:
         """Close the mixer (it restores the terminal) and wait for its process."""

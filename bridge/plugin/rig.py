@@ -27,6 +27,11 @@ output: main               # what process() returns: a bus or "stems"
 scenes:                    # named complete states, recalled over OSC (/scene/<name> [fade s]); see bridge.mix.scenes
   karaoke: {vocals: {mute: true}}
   full: {}
+web:                       # the browser mixer of `stemstream live` (--web/--web-host/--web-allow override it)
+  port: 8080
+  host: 0.0.0.0            # default 127.0.0.1 (this machine only); another address needs allow
+  allow: [192.168.1.0/24]
+midi: my-controller.yaml   # the MIDI mapping of `live --midi`: a file (relative to the rig) or inline (bridge.midi.mapping)
 ```
 
 :func:`load_rig` reads and validates the whole file into a :class:`RigSpec` (loading the model's
@@ -35,6 +40,23 @@ file, the key and what was expected (NaN is never a number here; ``-.inf`` is ac
 silence). ``StemSeparator.from_rig`` builds the separator from the spec. The file is read within the
 limits of :mod:`streamer.msst.yamlsafe` (64 KiB, aliases expanding to at most 10,000 values, 64 levels
 of nesting), and messages quote values as short excerpts, so a hostile rig is one short error.
+
+The model may instead run on a separation service (``stemstream serve``; needs the serve extra):
+
+```yaml
+model:
+  remote: wss://gpu-box:8765      # ws:// or wss:// (TLS); the service's model, window and precision
+  token_env: STEMSTREAM_TOKEN     # the environment variable holding the token (this is the default)
+  name: vocals                    # optional: which of the service's models (default: its only one)
+  wire: fp16                      # optional: fp32 (default) or fp16 on the wire
+  tls_ca: ca.pem                  # optional: verify a wss:// service against this PEM file (relative to the rig)
+engine: {hop: 0.25, lookahead: 0.25, residual: spread}   # only these: the service sets the rest
+```
+
+The token itself is never in the file (a ``token`` key is refused): it comes from the environment
+variable ``token_env`` names, or from the caller (``--token``, ``from_rig(path, token=...)``).
+:func:`load_rig` connects to the service once to read the served model's config (stems, rate), so an
+unreachable service, a wrong token or a certificate that does not verify is one error naming the file.
 
 Checkpoints are read with ``torch.load(weights_only=True)``. Only the person running the program can
 allow full pickle loading (which runs whatever code the file holds): ``--trust-checkpoint`` on the
@@ -58,8 +80,12 @@ from ..mix.scenes import Scene
 from ..mix.state import MixerState
 from .stems import DEFAULT_RESIDUAL, separator_stems
 
-TOP_KEYS = {"model", "engine", "stems", "buses", "output", "scenes"}
+TOP_KEYS = {"model", "engine", "stems", "buses", "output", "scenes", "web", "midi"}
 MODEL_KEYS = {"config", "checkpoint"}
+WEB_KEYS = {"port", "host", "allow"}          # the browser mixer (stemstream live --web)
+REMOTE_KEYS = {"remote", "token_env", "name", "wire", "tls_ca"}          # model: on a separation service
+REMOTE_ENGINE_KEYS = {"hop", "lookahead", "residual"}                     # what a remote rig's engine may set
+DEFAULT_TOKEN_ENV = "STEMSTREAM_TOKEN"
 ENGINE_KEYS = {"preset", "window", "hop", "lookahead", "crossfade_ms", "residual", "device", "precision",
                "compute_allowance"}
 CONTROL_KEYS = {"gain_db", "fader", "mute", "solo"}
@@ -87,6 +113,9 @@ class RigSpec:
     stem_effects: dict[str, Any] = field(default_factory=dict)               # stem -> pedalboard.Pedalboard
     bus_controls: dict[str, dict[str, Any]] = field(default_factory=dict)    # bus -> {stem: controls, gain_db, mute}
     scenes: dict[str, Scene] = field(default_factory=dict)                   # name -> Scene (see bridge.mix.scenes)
+    web: dict[str, Any] | None = None     # the browser mixer: {port, host, allow} (see web_settings)
+    remote: "RigRemote | None" = None     # the model runs on a separation service (config: the served one's)
+    midi: Any = None                      # the rig's MIDI mapping (bridge.midi.mapping.Mapping), if it has one
 
     def initial_state(self, stems: list[str], buses: list[str]) -> MixerState:
         """The mixer state the rig starts with (its ``stems:`` controls on the first bus, its ``buses:``)."""
@@ -99,6 +128,89 @@ class RigSpec:
                 if stem not in BUS_KEYS:
                     state = state.with_stem(stem, bus, **values)
         return state
+
+
+@dataclass(frozen=True)
+class RigRemote:
+    """A rig's ``model: {remote: ...}``: where the model runs and how to reach it (the token is not kept
+    in the file: it was read from the environment variable ``token_env`` or given by the caller)."""
+
+    url: str
+    token: str
+    token_env: str
+    name: str | None = None
+    wire: str = "fp32"
+    tls_ca: str | None = None
+
+
+def remote_url(path: str | os.PathLike) -> str | None:
+    """The rig's ``model.remote`` URL, or None for a local model (reads the file, connects nowhere)."""
+    data = _read(os.fspath(path))
+    model = data.get("model") if isinstance(data, dict) else None
+    remote = model.get("remote") if isinstance(model, dict) else None
+    return remote if isinstance(remote, str) else None
+
+
+def _remote_model(path: str, model: dict, resolve, token: str | None) -> tuple[RigRemote, Config]:
+    """Validate a rig's remote model section and read the served model's config from the service."""
+    if "token" in model:
+        raise RigError(f"{path}: model.token: a rig file does not hold the service's token; name the environment "
+                       f"variable that holds it with model.token_env (default {DEFAULT_TOKEN_ENV}), or give --token")
+    model = _check_keys(f"{path}: model", model, REMOTE_KEYS)
+    for key in REMOTE_KEYS:
+        value = model.get(key)
+        if value is not None and not (isinstance(value, str) and 0 < len(value) <= 4096 and value.isprintable()):
+            raise RigError(f"{path}: model.{key}: expected a string, got {excerpt(value)}")
+    url = model["remote"]
+    if url.split("://", 1)[0].lower() not in ("ws", "wss") or "://" not in url:
+        raise RigError(f"{path}: model.remote: expected ws://HOST:PORT or wss://HOST:PORT (TLS), got {excerpt(url)}")
+    wire = model.get("wire") or "fp32"
+    if wire not in ("fp32", "fp16"):
+        raise RigError(f"{path}: model.wire: expected fp32 or fp16, got {excerpt(wire)}")
+    env = model.get("token_env") or DEFAULT_TOKEN_ENV
+    token = token or os.environ.get(env)
+    if not token:
+        raise RigError(f"{path}: model.token_env: the environment variable {env} is not set (it holds the "
+                       "service's token; or give --token)")
+    tls_ca = resolve(model["tls_ca"]) if model.get("tls_ca") else None
+    remote = RigRemote(url=url, token=token, token_env=env, name=model.get("name"), wire=wire, tls_ca=tls_ca)
+    try:
+        from streamer.msst.config import config_from_dict
+        from streamer.remote.host import RemoteLink
+    except ImportError as exc:
+        raise RigError(f"{path}: model.remote needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
+    try:
+        info, _ = RemoteLink(url, token, remote.name, wire, tls_ca).probe(pings=1)
+    except StemstreamError as exc:
+        raise RigError(f"{path}: model.remote: {exc}") from None
+    return remote, config_from_dict(info.config, path=f"{url} ({info.name})")
+
+
+def _web(path: str, data: Any) -> dict[str, Any] | None:
+    """A rig's ``web:`` section (the browser mixer of ``stemstream live``): ``port`` (0-65535), ``host``
+    (default 127.0.0.1), ``allow`` (a network or address, or a list of them); None without one."""
+    if data is None:
+        return None
+    web = _check_keys(f"{path}: web", data, WEB_KEYS)
+    port = web.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise RigError(f"{path}: web.port: expected a port number 0 to 65535 (0: any free port), got {excerpt(port)}")
+    host = web.get("host") or "127.0.0.1"
+    _short_text(f"{path}: web.host", host)
+    allow = web.get("allow") or []
+    if isinstance(allow, str):
+        allow = [allow]
+    if not isinstance(allow, list) or not all(isinstance(a, str) and 0 < len(a) <= 64 for a in allow):
+        raise RigError(f"{path}: web.allow: expected a network or address, or a list of them (e.g. 192.168.1.0/24), "
+                       f"got {excerpt(web.get('allow'))}")
+    return {"port": port, "host": str(host), "allow": list(allow)}
+
+
+def web_settings(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The rig's ``web:`` section, checked (reads the file only: no model is loaded); None without one."""
+    path = os.fspath(path)
+    data = _read(path)
+    return _web(path, data.get("web")) if isinstance(data, dict) else None
 
 
 def _check_keys(where: str, data: Any, allowed: set[str]) -> dict:
@@ -207,8 +319,9 @@ def _read(path: str) -> Any:
     return load_yaml(path, "rig file", error=RigError)
 
 
-def load_rig(path: str | os.PathLike) -> RigSpec:
-    """Read and validate a rig file (see the module docstring)."""
+def load_rig(path: str | os.PathLike, token: str | None = None) -> RigSpec:
+    """Read and validate a rig file (see the module docstring). ``token``: a remote model's token (default:
+    from the environment variable the rig's ``model.token_env`` names)."""
     import pedalboard
 
     path = os.fspath(path)
@@ -220,17 +333,31 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
                        "checkpoint (unpickling can run arbitrary code); only the person running the command can "
                        "opt in: --trust-checkpoint on the command line, trust_checkpoint=True in Python "
                        "(StemSeparator.from_rig(path, trust_checkpoint=True)). Remove the key")
-    model = _check_keys(f"{path}: model", data.get("model"), MODEL_KEYS)
-    if "config" not in model:
-        raise RigError(f"{path}: model.config is required (the model's MSST YAML)")
-    for key in ("config", "checkpoint"):
-        value = model.get(key)
-        if value is not None and not (isinstance(value, str) and 0 < len(value) <= 4096):
-            raise RigError(f"{path}: model.{key}: expected a file path, got {excerpt(value)}")
-    config = load_config(resolve(str(model["config"])))
+    remote = None
+    if isinstance(data.get("model"), dict) and "remote" in data["model"]:
+        if {"config", "checkpoint"} & set(data["model"]):
+            raise RigError(f"{path}: model: give model.remote (the service's model) or model.config and "
+                           "model.checkpoint (a model here), not both")
+        remote, config = _remote_model(path, data["model"], resolve, token)
+        model: dict = {}
+    else:
+        model = _check_keys(f"{path}: model", data.get("model"), MODEL_KEYS)
+        if "config" not in model:
+            raise RigError(f"{path}: model.config is required (the model's MSST YAML), or model.remote (a "
+                           "separation service)")
+        for key in ("config", "checkpoint"):
+            value = model.get(key)
+            if value is not None and not (isinstance(value, str) and 0 < len(value) <= 4096):
+                raise RigError(f"{path}: model.{key}: expected a file path, got {excerpt(value)}")
+        config = load_config(resolve(str(model["config"])))
     rate = config.sample_rate
 
     engine = dict(_check_keys(f"{path}: engine", data.get("engine"), ENGINE_KEYS))
+    if remote is not None:
+        local_only = sorted(set(engine) - REMOTE_ENGINE_KEYS)
+        if local_only:
+            raise RigError(f"{path}: engine.{local_only[0]}: the service sets the model's window, preset, device and "
+                           f"precision; a remote rig's engine may set {', '.join(sorted(REMOTE_ENGINE_KEYS))}")
     for key in ("preset", "device", "precision", "residual"):
         if key in engine:
             _short_text(f"{path}: engine.{key}", engine[key])
@@ -262,8 +389,9 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
     spec = RigSpec(path=path, config=config,
                    checkpoint=resolve(str(model["checkpoint"])) if model.get("checkpoint") else None,
                    preset=preset, residual=residual,
-                   engine=kwargs, buses=[str(b) for b in buses_cfg], output=data.get("output"))
+                   engine=kwargs, buses=[str(b) for b in buses_cfg], output=data.get("output"), remote=remote)
 
+    spec.web = _web(path, data.get("web"))
     for stem, stem_spec in _check_keys(f"{path}: stems", data.get("stems"), set(stems)).items():
         where = f"{path}: stems.{stem}"
         stem_spec = _check_keys(where, stem_spec, STEM_KEYS)
@@ -295,7 +423,30 @@ def load_rig(path: str | os.PathLike) -> RigSpec:
             entry.setdefault("stems", {}).update({k: v for k, v in parsed.items() if k in stems})
             entry.update({k: v for k, v in parsed.items() if k not in stems})
         spec.scenes[str(name)] = result
+    spec.midi = rig_midi(path, data)
     return spec
+
+
+def rig_midi(path: str | os.PathLike, data: Any = None):
+    """The rig's ``midi:`` section as a checked :class:`bridge.midi.mapping.Mapping` (None without one): a
+    mapping inline, or the path of a mapping file (relative to the rig). Reads the file when ``data`` is
+    not given (connects nowhere, loads no model)."""
+    from bridge.midi.mapping import MappingError, load_mapping, parse_mapping
+
+    path = os.fspath(path)
+    if data is None:
+        data = _read(path)
+    section = data.get("midi") if isinstance(data, dict) else None
+    if section is None:
+        return None
+    try:
+        if isinstance(section, str):
+            target = section if os.path.isabs(section) else os.path.join(os.path.dirname(os.path.abspath(path)),
+                                                                         section)
+            return load_mapping(target)
+        return parse_mapping(section, f"{path}: midi")
+    except MappingError as exc:
+        raise RigError(str(exc) if str(exc).startswith(path) else f"{path}: midi: {exc}") from None
 
 
 def _bus_controls(where: str, controls: Any, stems: list[str]) -> dict[str, Any]:

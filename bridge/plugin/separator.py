@@ -62,22 +62,24 @@ def remote_separator_engine(url: str, token: str | None, residual, overrides: di
     """A real-time engine whose windows run on the service at ``url`` (``streamer.remote.host``; needs
     the serve extra). ``overrides``: ``model`` (the served model's name), ``hop``/``lookahead`` in
     samples (default: the server's), ``network_allowance`` in samples (default: from the round trips
-    measured at connect time), ``wire`` (fp32 or fp16)."""
+    measured at connect time), ``wire`` (fp32 or fp16), ``tls_ca`` (with a ``wss://`` URL: the PEM file
+    to verify the server with; default the system's CAs)."""
     try:
         from streamer.remote.host import RemoteLink, remote_engine
     except ImportError as exc:
         raise SettingsError(f"remote separation needs the serve extra (pip install 'stemstream[serve]'): {exc}") from None
     if not token:
         raise SettingsError("remote= needs the service's token (token=..., or $STEMSTREAM_TOKEN with the CLI)")
-    known = {"model", "hop", "lookahead", "network_allowance", "wire", "realtime"}
+    known = {"model", "hop", "lookahead", "network_allowance", "wire", "realtime", "tls_ca"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise SettingsError(f"with remote= the service runs the model: {', '.join(unknown)} cannot be set here")
     wire = overrides.get("wire", "fp32")
-    info, _ = RemoteLink(url, token, overrides.get("model"), wire).probe(pings=1)   # the served model's stems
+    tls_ca = None if overrides.get("tls_ca") is None else os.fspath(overrides["tls_ca"])
+    info, _ = RemoteLink(url, token, overrides.get("model"), wire, tls_ca).probe(pings=1)   # the served model's stems
     return remote_engine(url, token, overrides.get("model"), hop=overrides.get("hop"),
                          lookahead=overrides.get("lookahead"), residual=separator_residual(residual, info.stems),
-                         network_allowance_samples=overrides.get("network_allowance"), wire=wire)
+                         network_allowance_samples=overrides.get("network_allowance"), wire=wire, tls_ca=tls_ca)
 
 
 class StemHandle:
@@ -206,7 +208,7 @@ class StemSeparator:
 
     @classmethod
     def from_rig(cls, path: str | os.PathLike, trust_checkpoint: bool = False, latency: str | None = None,
-                 **overrides: Any) -> "StemSeparator":
+                 token: str | None = None, **overrides: Any) -> "StemSeparator":
         """A separator set up by a rig file (model, engine, stems, effects, buses); see ``bridge.plugin.rig``.
 
         ``trust_checkpoint=True`` allows the rig's checkpoint to be unpickled in full (it can run arbitrary
@@ -215,10 +217,16 @@ class StemSeparator:
 
         ``latency`` (a preset) and ``overrides`` (``residual`` and engine keywords in samples: window, hop,
         lookahead, crossfade, realtime, worker, ...) take precedence over the rig's engine section, as
-        command-line flags do: a preset replaces the rig's window, hop, look-ahead and crossfade."""
+        command-line flags do: a preset replaces the rig's window, hop, look-ahead and crossfade.
+
+        A rig whose model is on a separation service (``model: {remote: URL, token_env: NAME}``) connects
+        to it: ``token`` (default: from the environment variable the rig names); ``overrides`` may be
+        ``residual``, ``hop``, ``lookahead``, ``network_allowance`` (samples), ``tls_ca`` and ``wire``."""
         if not isinstance(trust_checkpoint, (bool, np.bool_)):
             raise SettingsError(f"trust_checkpoint must be True or False, got {trust_checkpoint!r}")
-        spec = load_rig(path)
+        spec = load_rig(path, token=token)
+        if spec.remote is not None:
+            return cls._from_remote_rig(spec, latency, overrides)
         engine = dict(spec.engine)
         if latency is not None:
             for key in ("window", "hop", "lookahead", "crossfade"):
@@ -231,6 +239,37 @@ class StemSeparator:
         try:
             sep = cls(loaded.model, spec.config, latency=latency or spec.preset, residual=residual,
                       buses=spec.buses, output=spec.output, **engine)
+        except SettingsError as exc:
+            raise RigError(f"{spec.path}: {exc}") from exc
+        spec.initial_state(sep.stem_names, sep.mixer.bus_names).apply(sep.mixer)
+        for stem, chain in spec.stem_effects.items():
+            sep.stems[stem].effects = chain
+        sep.scenes = dict(spec.scenes)
+        return sep
+
+    @classmethod
+    def _from_remote_rig(cls, spec, latency: str | None, overrides: dict) -> "StemSeparator":
+        """``from_rig`` for a rig whose model runs on a separation service (``spec.remote``)."""
+        r = spec.remote
+        if latency is not None:
+            raise RigError(f"{spec.path}: the service's model runs at the service's preset: drop the latency preset "
+                           "(the hop and look-ahead may be given)")
+        engine = {k: v for k, v in spec.engine.items() if k in ("hop", "lookahead")}
+        overrides = dict(overrides)
+        residual = overrides.pop("residual", spec.residual)
+        overrides.pop("crossfade", None)   # the engine's default for the lengths (as for a local rig with new lengths)
+        engine.update(wire=r.wire, tls_ca=r.tls_ca, **overrides)
+        if r.name is not None:
+            engine["model"] = r.name
+        local = sorted(k for k in engine if k not in ("hop", "lookahead", "network_allowance", "wire", "tls_ca",
+                                                      "model"))
+        if local:
+            raise RigError(f"{spec.path}: the service sets the model's {local[0]}: a remote rig takes hop, "
+                           "lookahead, residual, network_allowance, tls_ca and wire")
+        if engine.get("tls_ca") is None:
+            engine.pop("tls_ca")
+        try:
+            sep = cls(remote=r.url, token=r.token, residual=residual, buses=spec.buses, output=spec.output, **engine)
         except SettingsError as exc:
             raise RigError(f"{spec.path}: {exc}") from exc
         spec.initial_state(sep.stem_names, sep.mixer.bus_names).apply(sep.mixer)

@@ -52,7 +52,7 @@ def test_rig_residual_defaults_to_spread_for_a_multi_stem_model(tmp_path, model_
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"model": {"config": "model.yaml"}, "engin": {}}, "unknown key engin; expected buses, engine, model"),
+    ({"model": {"config": "model.yaml"}, "engin": {}}, "unknown key engin; expected buses, engine, midi, model"),
     ({"engine": {}}, "model.config is required"),
     ({"model": {"config": "model.yaml"}, "engine": {"hop": "fast"}}, "engine.hop: expected a number"),
     ({"model": {"config": "model.yaml"}, "engine": {"preset": "instant"}}, "latency must be one of"),
