@@ -70,6 +70,7 @@ def _bindings() -> list[Binding]:
         Binding("s", "solo_selected", "solo"),
         Binding("0", "reset_bus", "unity"),
         Binding("l", "learn", "MIDI learn"),
+        Binding("w", "web", "phone"),
         Binding("q", "stop", "quit"),
         Binding("ctrl+c", "stop", "quit", show=False, priority=True),
     ]
@@ -577,6 +578,18 @@ class MixerApp(App):
 
         self.key_error = None
         self.push_screen(LearnScreen(self.view, self.stem_name, self.bus_name))
+
+    def action_web(self) -> None:
+        """The browser mixer's address and QR code (:mod:`bridge.live.ui_web`), when the run has ``--web``."""
+        web = getattr(self.view, "web", None)
+        if not web:
+            self.key_error = "no browser mixer in this run: stemstream live --web PORT"
+            self.refresh_view()
+            return
+        from .ui_web import WebScreen
+
+        self.key_error = None
+        self.push_screen(WebScreen(*web))
 
     def action_stop(self) -> None:
         if not self._exiting:

@@ -85,6 +85,7 @@ class _RemoteView:
         self._status = LiveStatus()
         self._finished = False
         self.learn_state: tuple[str, str] | None = None   # MIDI learn, as the parent reports it
+        self.web: tuple[str, str] | None = None   # the browser mixer's (address, QR code), for the w key
         threading.Thread(target=self._receive, name="stemstream-ui-receiver", daemon=True).start()
 
     def learn(self, request: tuple) -> None:
@@ -122,8 +123,9 @@ class _RemoteView:
         self._finished = True
 
 
-def ui_main(conn, stems: list[str], rate: int, buses: list[str], refresh_hz: float) -> None:
-    """Entry point of the mixer process."""
+def ui_main(conn, stems: list[str], rate: int, buses: list[str], refresh_hz: float,
+            web: tuple[str, str] | None = None) -> None:
+    """Entry point of the mixer process (``web``: the browser mixer's address and QR code, for ``w``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the session (the parent) decides when to stop
     try:
         os.nice(UI_NICENESS)   # the audio, the model and the audio server come first
@@ -135,6 +137,7 @@ def ui_main(conn, stems: list[str], rate: int, buses: list[str], refresh_hz: flo
 
     mirror = _Mirror(stems, rate, buses, conn)
     view = _RemoteView(mirror, conn)
+    view.web = web
     app = MixerApp(view, refresh_hz=refresh_hz)
     app.call_later(lambda: conn.send(("ready",)))
     result = app.run()
@@ -165,10 +168,21 @@ class UiProcess:
         self._conn, child = ctx.Pipe(duplex=True)
         self._process = ctx.Process(target=ui_main, name="stemstream-mixer",
                                     args=(child, list(mixer.stem_names), mixer.sample_rate, list(mixer.bus_names),
-                                          self.refresh_hz), daemon=True)
+                                          self.refresh_hz, self._web()), daemon=True)
         self._process.start()
         child.close()
         return self
+
+    def _web(self) -> tuple[str, str] | None:
+        """The browser mixer's (address with token, QR code), if a surface of the session serves one."""
+        surfaces = getattr(getattr(self.session, "surfaces", None), "items", [])
+        for surface in surfaces:
+            if hasattr(surface, "url") and hasattr(surface, "qr"):
+                try:
+                    return str(surface.url), str(surface.qr())
+                except Exception as exc:  # noqa: BLE001 - the mixer runs without it
+                    log.warning("browser mixer address not shown in the mixer: %s", exc)
+        return None
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Wait until the mixer is drawn (or gone, or ``timeout`` seconds); control messages that come

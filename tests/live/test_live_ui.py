@@ -489,3 +489,37 @@ def test_every_meter_column_has_its_bus_named_above_it(width):
         assert header.count("peak") == header.count("rms") == len(rig.buses), header
 
     drive(script, view=RigView(), size=(width, 30))
+
+
+def test_w_shows_the_browser_mixers_address_and_qr_code():
+    from bridge.live.ui_web import WebScreen
+    from bridge.web.surface import qr_text
+
+    url = "http://192.168.1.20:8080/?t=Zr4kQ0c9abcdef"
+    view = View()
+    view.web = (url, qr_text(url))
+
+    async def script(app, pilot, view):
+        await pilot.press("w")
+        await settle(pilot, app)
+        assert isinstance(app.screen, WebScreen)
+        shown_text = str(app.screen.query_one("#web").render())
+        assert url in shown_text and any(block in shown_text for block in "▀▄█")   # the QR code's half blocks
+        await pilot.press("1")                     # the mixer's keys do nothing while it is open
+        assert not control(view, "main", "vocals").mute
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert not isinstance(app.screen, WebScreen)
+        await pilot.press("1")
+        assert control(view, "main", "vocals").mute
+
+    drive(script, view)
+
+
+def test_w_without_a_browser_mixer_says_how_to_get_one():
+    async def script(app, pilot, view):
+        await pilot.press("w")
+        await settle(pilot, app)
+        assert "--web PORT" in app.key_error
+
+    drive(script)
