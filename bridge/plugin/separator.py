@@ -241,11 +241,16 @@ class StemSeparator:
                       buses=spec.buses, output=spec.output, **engine)
         except SettingsError as exc:
             raise RigError(f"{spec.path}: {exc}") from exc
-        spec.initial_state(sep.stem_names, sep.mixer.bus_names).apply(sep.mixer)
+        return sep._take_rig(spec)
+
+    def _take_rig(self, spec) -> "StemSeparator":
+        """What a rig sets on a built separator, local or remote: the mixer's initial state, the effect
+        chains, the scenes."""
+        spec.initial_state(self.stem_names, self.mixer.bus_names).apply(self.mixer)
         for stem, chain in spec.stem_effects.items():
-            sep.stems[stem].effects = chain
-        sep.scenes = dict(spec.scenes)
-        return sep
+            self.stems[stem].effects = chain
+        self.scenes = dict(spec.scenes)
+        return self
 
     @classmethod
     def _from_remote_rig(cls, spec, latency: str | None, overrides: dict) -> "StemSeparator":
@@ -272,11 +277,7 @@ class StemSeparator:
             sep = cls(remote=r.url, token=r.token, residual=residual, buses=spec.buses, output=spec.output, **engine)
         except SettingsError as exc:
             raise RigError(f"{spec.path}: {exc}") from exc
-        spec.initial_state(sep.stem_names, sep.mixer.bus_names).apply(sep.mixer)
-        for stem, chain in spec.stem_effects.items():
-            sep.stems[stem].effects = chain
-        sep.scenes = dict(spec.scenes)
-        return sep
+        return sep._take_rig(spec)
 
     # ------------------------------------------------------------------ effects
     def _set_effects(self, name: str, chain) -> None:
