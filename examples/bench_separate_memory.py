@@ -3,7 +3,7 @@
 Makes a long input (a generated 20 s clip tiled to ``--minutes``, 16-bit FLAC, in ``--workdir``), runs
 ``stemstream separate`` on it with the demo model as a separate process, and prints its peak resident
 memory (the largest resident set of the process, as ``/usr/bin/time -v`` reports it: with ``--ray``,
-the driver's) and its time per hour of audio::
+the largest of its processes, driver or Ray worker) and its time per hour of audio::
 
     python examples/bench_separate_memory.py --minutes 10
     python examples/bench_separate_memory.py --minutes 10 --code /tmp/before   # another checkout
