@@ -1,5 +1,6 @@
 import os
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("STEMSTREAM_BACKEND", "torch")
 os.environ.setdefault("STEMSTREAM_CACHE_DIR", os.path.join(__import__("tempfile").gettempdir(),
                                                            f"stemstream-test-cache-{os.getuid()}"))
+
+def wait_for(predicate, timeout: float = 3.0) -> bool:
+    """Poll ``predicate`` every 5 ms until it is true or ``timeout`` seconds have passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
+
 
 TINY_BS = {
     "dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "stereo": True, "num_stems": 1,

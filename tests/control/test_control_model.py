@@ -26,7 +26,7 @@ from bridge import OSCControl, StemSeparator
 from bridge.control.model import ControlModel
 from bridge.mix.state import MixerState
 
-from conftest import write_yaml
+from conftest import wait_for, write_yaml
 
 STEMS = ("vocals", "drums", "bass", "other")
 BUSES = ("main", "monitor", "phones")
@@ -142,8 +142,8 @@ def by_osc(sep, ops, tmp_path) -> None:
             else:
                 client.send_message(address(op, rng), op[-1])
             if i % 8 == 7:           # a burst of eight at a time, so nothing is lost in the socket's buffer
-                assert wait(lambda: control.counters["applied"] + control.counters["errors"] >= i + 1, 5.0)
-        assert wait(lambda: control.counters["applied"] + control.counters["errors"] >= len(ops), 10.0)
+                assert wait_for(lambda: control.counters["applied"] + control.counters["errors"] >= i + 1, 5.0)
+        assert wait_for(lambda: control.counters["applied"] + control.counters["errors"] >= len(ops), 10.0)
         assert control.counters["errors"] == 0 and control.counters["applied"] == len(ops), control.counters
 
 
@@ -209,15 +209,6 @@ def by_rig(ops, scenes, tmp_path):
 WAYS = {"python": by_python, "osc": by_osc, "model": by_model}   # MIDI: add "midi": by_midi here
 
 
-def wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_same_changes_through_every_source_end_in_the_same_mixer_state(tmp_path, seed):
     ops, scenes = random_ops(seed), random_scenes(seed)
@@ -252,8 +243,8 @@ def test_a_scene_fade_started_over_osc_is_taken_over_by_a_change_from_another_su
         steps = []
         sep.mixer.add_listener(lambda: steps.append(sep.mixer["main"]["drums"].gain_db))
         client.send_message("/scene/karaoke", 3.0)
-        assert wait(lambda: sep.recaller.fading, 5.0), "the fade did not start"
-        assert wait(lambda: len(steps) >= 3, 5.0), "the fade made no steps"
+        assert wait_for(lambda: sep.recaller.fading, 5.0), "the fade did not start"
+        assert wait_for(lambda: len(steps) >= 3, 5.0), "the fade made no steps"
         model.set("/bus/main/stem/bass/gain", -6.0)          # another surface (MIDI, the terminal mixer)
         assert not sep.recaller.fading and sep.recaller.taken_over == 1
         state = MixerState.snapshot(sep.mixer)
@@ -265,7 +256,7 @@ def test_a_scene_fade_started_over_osc_is_taken_over_by_a_change_from_another_su
         assert not sep.mixer["main"]["vocals"].mute           # the scene's end was never set
         # the OSC client can start the next fade, and a change over OSC takes over too
         client.send_message("/scene/karaoke", 3.0)
-        assert wait(lambda: sep.recaller.fading, 5.0)
+        assert wait_for(lambda: sep.recaller.fading, 5.0)
         client.send_message("/stem/other/mute", 1)
-        assert wait(lambda: not sep.recaller.fading and sep.mixer["main"]["other"].mute, 5.0)
+        assert wait_for(lambda: not sep.recaller.fading and sep.mixer["main"]["other"].mute, 5.0)
         assert sep.recaller.taken_over == 2

@@ -20,7 +20,7 @@ from bridge import OSCControl, StemSeparator
 from bridge.mix.scenes import Scene
 from streamer.errors import SettingsError
 
-from conftest import write_yaml
+from conftest import wait_for as _wait_for, write_yaml
 
 STEMS = ("vocals", "drums", "bass", "other")
 
@@ -83,12 +83,7 @@ class Client:
 
 
 def wait_for(predicate, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+    return _wait_for(predicate, timeout)   # this file's tests wait 2 s unless they say otherwise
 
 
 def test_liblo_oscsend_mutes_and_patterns_hit_the_right_stems(control, sep):

@@ -17,7 +17,7 @@ from bridge.control import server
 from bridge.control.model import ControlModel
 from bridge.mix.scenes import Scene
 
-from conftest import write_yaml
+from conftest import wait_for, write_yaml
 
 STEMS = ("vocals", "drums", "bass", "other")
 
@@ -65,19 +65,10 @@ class Listener:
         self.sock.close()
 
 
-def wait(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 def test_nothing_is_compared_while_nothing_changes_and_one_change_is_one_echo(sep):
     with OSCControl(sep, port=0) as control:
         sub = Listener(control.port)
-        assert wait(lambda: len(control.subscribers) == 1)
+        assert wait_for(lambda: len(control.subscribers) == 1)
         sub.packets(0.2)
         checks, meters = control.counters["echo_checks"], control.counters["meter_packets"]
         assert sub.packets(0.6) == []
@@ -95,7 +86,7 @@ def test_nothing_is_compared_while_nothing_changes_and_one_change_is_one_echo(se
 def test_a_fast_sweep_is_a_few_echoes_ending_on_its_last_value(sep):
     with OSCControl(sep, port=0) as control:
         sub = Listener(control.port)
-        assert wait(lambda: len(control.subscribers) == 1)
+        assert wait_for(lambda: len(control.subscribers) == 1)
         sub.packets(0.1)
         checks = control.counters["echo_checks"]
         start = time.monotonic()
@@ -116,7 +107,7 @@ def test_changes_from_every_source_are_echoed(sep):
     with OSCControl(sep, port=0) as control:
         sub = Listener(control.port)
         other = Listener(control.port)        # another OSC client (also subscribed: it hears its own change)
-        assert wait(lambda: len(control.subscribers) == 2)
+        assert wait_for(lambda: len(control.subscribers) == 2)
         sub.packets(0.1)
         other.send("/stem/other/fx/0/room_size", 0.75)            # an effect parameter over OSC
         got = [m for p in sub.packets(0.3) for m in p]

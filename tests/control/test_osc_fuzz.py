@@ -35,7 +35,7 @@ from bridge.control.addresses import plugin_parameters
 from bridge.control.server import MAX_SUBSCRIBERS
 from bridge.mix.scenes import Scene
 
-from conftest import write_yaml
+from conftest import wait_for, write_yaml
 
 STEMS = ("vocals", "drums", "bass", "other")
 BUSES = ("main", "monitor")
@@ -59,15 +59,6 @@ def sep(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:

@@ -13,6 +13,8 @@ from bridge.control.transport import (MALFORMED, OVERSIZE, OSCTransport, Packet,
                                       looks_like_osc, parse_allow, slip_encode)
 from streamer.errors import SettingsError
 
+from conftest import wait_for as wait_until
+
 try:
     from pythonosc import slip as osc_slip
     from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
@@ -40,15 +42,6 @@ def osc_message(address: str, *ints: int) -> bytes:
 def decode(pkt: Packet):
     """(address, params) of every message in a packet, parsed by python-osc."""
     return [(m.message.address, list(m.message.params)) for m in OscPacket(pkt.data).messages]
-
-
-def wait_until(pred, timeout=3.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.005)
-    return pred()
 
 
 def osc_threads():

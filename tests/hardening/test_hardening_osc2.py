@@ -30,7 +30,7 @@ import streamer
 from bridge import OSCControl, StemSeparator
 from bridge.control.transport import OSCTransport
 
-from conftest import write_yaml
+from conftest import wait_for, write_yaml
 
 STEMS = ("vocals", "drums", "bass", "other")
 
@@ -51,15 +51,6 @@ def osc(address, *args) -> bytes:
 
 def messages(data: bytes):
     return [(m.message.address, tuple(m.message.params)) for m in OscPacket(data).messages]
-
-
-def wait_for(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 class SlipClient:
