@@ -1,9 +1,11 @@
-"""Running ``stemstream live`` against a test JACK server, and reading what it recorded."""
+"""Running ``stemstream live`` against a test JACK server, talking to it over OSC, and reading what it
+recorded."""
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,39 @@ import soundfile as sf
 from conftest import REPO
 
 STEMSTREAM = [sys.executable, "-m", "bridge.cli"]
+
+
+def free_port(kind=socket.SOCK_DGRAM) -> int:
+    """A free port on 127.0.0.1 (UDP by default, as OSC uses; ``socket.SOCK_STREAM`` for TCP)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def osc_send(sock, port: int, address: str, *args) -> None:
+    """One OSC message from ``sock`` to 127.0.0.1:``port``."""
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    b = OscMessageBuilder(address=address)
+    for a in args:
+        b.add_arg(a)
+    sock.sendto(b.build().dgram, ("127.0.0.1", port))
+
+
+def osc_status(sock, port: int, timeout: float = 5.0) -> dict:
+    """``/engine/status`` of the session at ``port``, as {address: value} (``sock``: bound, with a short
+    receive timeout)."""
+    from pythonosc.osc_packet import OscPacket
+
+    osc_send(sock, port, "/engine/status")
+    got, deadline = {}, time.monotonic() + timeout
+    while "/engine/status/seconds" not in got and time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        got.update({m.message.address: m.message.params[0] for m in OscPacket(data).messages})
+    return got
 
 
 def start_live(server, args: list[str], cwd=None) -> subprocess.Popen:

@@ -6,38 +6,13 @@ import time
 import numpy as np
 import soundfile as sf
 from jack_helpers import JackServer, needs_jackd
-from live_helpers import delayed, read_take, start_live, wait_for_ports
-from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
+from live_helpers import delayed, free_port, osc_send, osc_status, read_take, start_live, wait_for_ports
 
 from conftest import write_yaml
 
 RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
 pytestmark = needs_jackd
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ask(sock, port, address, *args, timeout=5.0):
-    b = OscMessageBuilder(address=address)
-    for a in args:
-        b.add_arg(a)
-    sock.sendto(b.build().dgram, ("127.0.0.1", port))
-    if address != "/engine/status":
-        return None
-    got, deadline = {}, time.monotonic() + timeout
-    while "/engine/status/seconds" not in got and time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            continue
-        got.update({m.message.address: m.message.params[0] for m in OscPacket(data).messages})
-    return got
 
 
 def test_a_mute_over_osc_reaches_the_recording_within_a_block_and_the_ramp(tmp_path):
@@ -56,9 +31,9 @@ def test_a_mute_over_osc_reaches_the_recording_within_a_block_and_the_ramp(tmp_p
         try:
             wait_for_ports(server, "PortAudio:out", proc=proc)
             time.sleep(1.0)
-            before = ask(sock, port, "/engine/status")["/engine/status/seconds"]
-            ask(sock, port, "/stem/vocals/mute", 1)
-            after = ask(sock, port, "/engine/status")["/engine/status/seconds"]
+            before = osc_status(sock, port)["/engine/status/seconds"]
+            osc_send(sock, port, "/stem/vocals/mute", 1)
+            after = osc_status(sock, port)["/engine/status/seconds"]
             out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:

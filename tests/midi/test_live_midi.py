@@ -10,45 +10,15 @@ import time
 import numpy as np
 import soundfile as sf
 from midi_helpers import Controller, jack, needs_jackd, wait_for  # noqa: F401 - fixtures
-from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket
 
 from conftest import REPO, write_yaml
+
+sys.path.insert(0, str(REPO / "tests" / "live"))
+from live_helpers import STEMSTREAM, delayed, free_port, osc_status, start_live  # noqa: E402
 
 RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
 pytestmark = needs_jackd
-STEMSTREAM = [sys.executable, "-m", "bridge.cli"]
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def status_seconds(sock, port, timeout=5.0):
-    sock.sendto(OscMessageBuilder(address="/engine/status").build().dgram, ("127.0.0.1", port))
-    got, deadline = {}, time.monotonic() + timeout
-    while "/engine/status/seconds" not in got and time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            continue
-        got.update({m.message.address: m.message.params[0] for m in OscPacket(data).messages})
-    return got
-
-
-def delayed(x, latency):
-    out = np.zeros_like(x)
-    out[latency:] = x[:len(x) - latency]
-    return out
-
-
-def live(server, args):
-    env = dict(server.env, PYTHONPATH=str(REPO))
-    return subprocess.Popen(STEMSTREAM + ["live", *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def test_a_mute_from_a_midi_controller_reaches_the_recording_within_a_block_and_the_ramp(jack, tmp_path):
@@ -60,7 +30,7 @@ def test_a_mute_from_a_midi_controller_reaches_the_recording_within_a_block_and_
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.1)
     ctl = Controller("nanoKONTROL2")
-    proc = live(jack, ["--config", str(cfg), "--checkpoint", "random", "--window", "0.5", "--hop", "0.1",
+    proc = start_live(jack, ["--config", str(cfg), "--checkpoint", "random", "--window", "0.5", "--hop", "0.1",
                        "--lookahead", "0.1", "--input-file", str(tmp_path / "song.wav"), "--output", "system",
                        "--no-ui", "--seconds", "6", "--record", str(tmp_path / "take"), "--osc", str(port),
                        "--midi", "nanokontrol2"])
@@ -69,11 +39,11 @@ def test_a_mute_from_a_midi_controller_reaches_the_recording_within_a_block_and_
                  timeout=60, interval=0.1)
         assert proc.poll() is None, proc.communicate()
         time.sleep(1.0)
-        before = status_seconds(sock, port)
+        before = osc_status(sock, port)
         ctl.cc(48, 127)                          # M1: mute stem 1 (vocals) on the selected (first) bus
         ctl.cc(48, 0)
         wait_for(lambda: [0xB0, 48, 127] in ctl.messages(), timeout=3)   # the LED feedback: it was applied
-        after = status_seconds(sock, port)
+        after = osc_status(sock, port)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -15,36 +15,11 @@ from conftest import write_yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "live"))
 from jack_helpers import JackServer, needs_jackd  # noqa: E402
-from live_helpers import delayed, read_take, start_live, wait_for_ports  # noqa: E402
+from live_helpers import delayed, free_port, osc_status, read_take, start_live, wait_for_ports  # noqa: E402
 
 RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
 TOKEN = "live-test-token-42"
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ask(sock, port, address, *args, timeout=5.0):
-    """Send an OSC message; for /engine/status, the answer as {address: value}."""
-    from pythonosc.osc_message_builder import OscMessageBuilder
-    from pythonosc.osc_packet import OscPacket
-
-    b = OscMessageBuilder(address=address)
-    for a in args:
-        b.add_arg(a)
-    sock.sendto(b.build().dgram, ("127.0.0.1", port))
-    got, deadline = {}, time.monotonic() + timeout
-    while "/engine/status/seconds" not in got and time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            continue
-        got.update({m.message.address: m.message.params[0] for m in OscPacket(data).messages})
-    return got
 
 
 @pytest.mark.parametrize("args, message", [
@@ -84,7 +59,7 @@ def test_changes_made_in_the_browser_reach_the_recording(tmp_path):
     cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
     song = (0.2 * np.random.default_rng(0).standard_normal((8 * RATE, 2))).astype(np.float32)
     sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
-    osc_port, web_port = free_port(socket.SOCK_DGRAM), free_port()
+    osc_port, web_port = free_port(), free_port(socket.SOCK_STREAM)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.1)
@@ -104,7 +79,7 @@ def test_changes_made_in_the_browser_reach_the_recording(tmp_path):
             find = lambda address: page.find_element("css selector", f'[data-control="{address}"]')  # noqa: E731
             time.sleep(0.5)
             for address in ("/stem/vocals/mute", "/stem/drums/solo", "/stem/drums/fader"):
-                before = ask(sock, osc_port, "/engine/status")["/engine/status/seconds"]
+                before = osc_status(sock, osc_port)["/engine/status/seconds"]
                 control = find(address)
                 if address.endswith("/fader"):
                     ActionChains(page).move_to_element_with_offset(control, 0, control.size["height"] // 3) \
@@ -116,7 +91,7 @@ def test_changes_made_in_the_browser_reach_the_recording(tmp_path):
                     control.click()
                     value = None
                     wait_until(lambda: control.get_attribute("aria-pressed") == "true", "the page shows it", 5)
-                after = ask(sock, osc_port, "/engine/status")
+                after = osc_status(sock, osc_port)
                 steps.append((before, after["/engine/status/seconds"], value))
                 time.sleep(0.6)
             out, err = proc.communicate(timeout=60)
