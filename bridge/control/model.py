@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from bridge.mix.mixer import Listeners
 from bridge.mix.state import MixerState
 from streamer.errors import SettingsError
 
@@ -76,8 +76,7 @@ class ControlModel:
         self.sep = separator
         self.mixer = separator.mixer
         self.recaller = separator.recaller
-        self._listeners: tuple[Callable[[], None], ...] = ()
-        self._lock = threading.Lock()
+        self._announce = Listeners()
         self._host_status: Callable[[], dict] | None = None
         self._surfaces: dict[str, Callable[[], dict[str, int]]] = {}
         self.space = AddressSpace(separator, {
@@ -170,24 +169,15 @@ class ControlModel:
     def add_listener(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` after every change, whoever made it; on the changing thread: quick, never blocking
         (set an event), and never from the audio callback."""
-        with self._lock:
-            self._listeners = self._listeners + (fn,)
+        self._announce.add(fn)
 
     def remove_listener(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            self._listeners = tuple(f for f in self._listeners if f is not fn)
+        self._announce.remove(fn)
 
     def announce(self) -> None:
         """Tell every listener that something changed that the mixer does not announce (an effect
         parameter set by a surface without :meth:`set`)."""
         self._announce()
-
-    def _announce(self) -> None:
-        for fn in self._listeners:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - a surface's fault never stops the others
-                pass
 
     # ------------------------------------------------------------------ status
     def set_host_status(self, fn: Callable[[], Any] | None) -> None:

@@ -258,6 +258,34 @@ def meter_block(x, meters, index):
     meters[2 * index + 1] = 20.0 * math.log10(rms) if rms > 1e-6 else -120.0
 
 
+class Listeners:
+    """Functions called after a change (``add``, ``remove``; calling the object calls them all), on the
+    changing thread. The list is replaced, never mutated, so calling iterates it without a lock; a
+    listener's exception never undoes the change nor stops the others."""
+
+    def __init__(self):
+        self._fns: tuple = ()
+        self._lock = threading.Lock()
+
+    def add(self, fn) -> None:
+        with self._lock:
+            self._fns = self._fns + (fn,)
+
+    def remove(self, fn) -> None:
+        with self._lock:
+            self._fns = tuple(f for f in self._fns if f is not fn)
+
+    def __len__(self) -> int:
+        return len(self._fns)
+
+    def __call__(self) -> None:
+        for fn in self._fns:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - see the class docstring
+                pass
+
+
 class StemControl:
     """One stem's controls on one bus. Setting any of them is safe from any thread."""
 
@@ -388,7 +416,7 @@ class StemMixer:
         self._pending = np.ones((n, len(self.stem_names)), np.float32)
         self._version = 0
         self._applied = 0
-        self._listeners: tuple = ()   # replaced, never mutated: iterated without the lock
+        self._announce = Listeners()   # called after every published change (add_listener)
         self._batching = 0
         self._batch_dirty = False
         self._bypass_target = np.zeros(1, np.float32)   # set by control threads
@@ -438,19 +466,10 @@ class StemMixer:
     # ------------------------------------------------------------------ change notification
     def add_listener(self, fn) -> None:
         """Call ``fn()`` after every published change (see the module docstring); quick, never blocking."""
-        with self._lock:
-            self._listeners = self._listeners + (fn,)
+        self._announce.add(fn)
 
     def remove_listener(self, fn) -> None:
-        with self._lock:
-            self._listeners = tuple(f for f in self._listeners if f is not fn)
-
-    def _announce(self) -> None:
-        for fn in self._listeners:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - a listener's fault never undoes a change nor stops the others
-                pass
+        self._announce.remove(fn)
 
     @property
     def version(self) -> int:

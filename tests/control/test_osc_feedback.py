@@ -131,8 +131,8 @@ def test_changes_from_every_source_are_echoed(sep):
 
 def test_close_removes_the_listener(sep):
     model = ControlModel.of(sep)
-    before = len(model._listeners)
+    before = len(model._announce)
     control = OSCControl(sep, port=0)
-    assert len(model._listeners) == before + 1
+    assert len(model._announce) == before + 1
     control.close()
-    assert len(model._listeners) == before
+    assert len(model._announce) == before
