@@ -16,15 +16,24 @@ from .errors import AudioError
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """(channels, samples) float32 and the file's sample rate."""
-    path = os.fspath(path)
+READ_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, OSError)   # what libsndfile raises on a bad file
+
+
+def _read(path: str, action):
+    """``action(path)`` with the readers' errors: a missing file, or one libsndfile cannot read, is an
+    AudioError naming it."""
     if not os.path.exists(path):
         raise AudioError(f"audio file not found: {path}")
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+        return action(path)
+    except READ_ERRORS as exc:
         raise AudioError(f"cannot read audio {path}: {exc}") from None
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """(channels, samples) float32 and the file's sample rate."""
+    path = os.fspath(path)
+    data, rate = _read(path, lambda p: sf.read(p, dtype="float32", always_2d=True))
     if data.shape[0] == 0:
         raise AudioError(f"audio file is empty: {path}")
     return np.ascontiguousarray(data.T), int(rate)
@@ -35,18 +44,13 @@ def read_blocks(path: str | os.PathLike, frames: int = 1 << 16):
     at a time: yields (channels, n) float32 arrays, read in sequence (no seeking: compressed formats
     decode as in one read). The same errors as :func:`read_audio`, also for a file that breaks off."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioError(f"audio file not found: {path}")
-    try:
-        handle = sf.SoundFile(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
-        raise AudioError(f"cannot read audio {path}: {exc}") from None
+    handle = _read(path, sf.SoundFile)
     got = 0
     with handle:
         while True:
             try:
                 block = handle.read(frames, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+            except READ_ERRORS as exc:
                 raise AudioError(f"cannot read audio {path}: {exc}") from None
             if block.shape[0] == 0:
                 break
@@ -58,13 +62,7 @@ def read_blocks(path: str | os.PathLike, frames: int = 1 << 16):
 
 def audio_rate(path: str | os.PathLike) -> tuple[int, int]:
     """(sample rate, channels) of an audio file, with :func:`read_audio`'s errors."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioError(f"audio file not found: {path}")
-    try:
-        info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
-        raise AudioError(f"cannot read audio {path}: {exc}") from None
+    info = _read(os.fspath(path), sf.info)
     return int(info.samplerate), int(info.channels)
 
 
@@ -96,7 +94,7 @@ def read_audio_bytes(data: bytes, where: str) -> tuple[np.ndarray, int]:
     its sample rate. ``where`` names the file in errors."""
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, OSError) as exc:
+    except READ_ERRORS as exc:
         # libsndfile's own words, without the "Error opening <_io.BytesIO object at 0x...>" around them
         reason = getattr(exc, "error_string", None) or str(exc)
         raise AudioError(f"cannot read audio {where}: {reason}") from None
