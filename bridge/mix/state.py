@@ -128,19 +128,17 @@ class MixerState:
         with mixer.batch():
             for name, bs in zip(self.bus_names, self.buses):
                 b = mixer.buses[name]
-                if b.gain_db != bs.gain_db:
-                    b.gain_db = bs.gain_db
-                if b.mute != bs.mute:
-                    b.mute = bs.mute
+                _set_changed(b, bs, ("gain_db", "mute"))
                 for stem, ss in zip(self.stem_names, bs.stems):
-                    c = b.stems[stem]
-                    if c.gain_db != ss.gain_db:
-                        c.gain_db = ss.gain_db
-                    if c.mute != ss.mute:
-                        c.mute = ss.mute
-                    if c.solo != ss.solo:
-                        c.solo = ss.solo
+                    _set_changed(b.stems[stem], ss, ("gain_db", "mute", "solo"))
 
+
+def _set_changed(control, state, attrs: tuple[str, ...]) -> None:
+    """Set each of ``attrs`` of ``control`` (through its setter, its rule) only where ``state`` differs."""
+    for attr in attrs:
+        value = getattr(state, attr)
+        if getattr(control, attr) != value:
+            setattr(control, attr, value)
 
 def _checked(controls: dict, allowed: tuple[str, ...]) -> dict:
     out = {}
