@@ -134,14 +134,20 @@ class ControlModel:
         settable = [ep for ep in eps if ep.set is not None]
         if not settable:
             raise ControlError(f"{address}: answers queries only")
-        if not all(ep.address.startswith("/scene/") for ep in settable):
+        return self.set_endpoints(settable, args)
+
+    def set_endpoints(self, endpoints: list[Endpoint], args) -> int:
+        """Set ``endpoints`` (settable ones, as :meth:`match` found them) from ``args`` as one change: a
+        running scene fade is taken over first unless they recall a scene; effect parameters, which the
+        mixer does not announce, are announced here. Every surface's writes come through here."""
+        if not all(ep.address.startswith("/scene/") for ep in endpoints):
             self.take_over()
         with self.mixer.batch():
-            for ep in settable:
+            for ep in endpoints:
                 ep.set(tuple(args))
-        if any("/fx/" in ep.address for ep in settable):
-            self._announce()          # effect parameters are not the mixer's: announced here
-        return len(settable)
+        if any("/fx/" in ep.address for ep in endpoints):
+            self._announce()
+        return len(endpoints)
 
     def apply_state(self, state: MixerState) -> None:
         """Set a whole mixer state (only what differs, as one change), taking over from a fade."""

@@ -286,15 +286,8 @@ class OSCControl:
         settable = [ep for ep in eps if ep.set is not None]
         if not settable:
             raise ControlError(f"{address}: answers queries only (send it without arguments)")
-        with self.mixer.batch():
-            for ep in settable:
-                ep.set(args)
-        if any("/fx/" in ep.address for ep in settable):
-            self.model.announce()        # effect parameters are not the mixer's: every surface hears of it
+        self.model.set_endpoints(settable, args)   # one change; takes over a fade; announces effect parameters
         self.counters["applied"] += 1
-
-    def _set_bypass(self, on: bool) -> None:
-        self.mixer.bypass = on
 
     # ------------------------------------------------------------------ errors
     def _error(self, pkt: Packet | None, address: str, reason: str) -> None:
