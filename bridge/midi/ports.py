@@ -10,6 +10,14 @@ platform's own. A port is named as ``--input`` names an audio device (:func:`fin
 (ignoring case), else the only port whose name contains it; anything else is one error listing the ports.
 The output for feedback is the input's twin (:func:`matching_output`): the output of the same name, else the
 only output that contains the name asked for; a controller without one gets no feedback.
+
+Inputs are read by polling (``MidiIn.get_message`` from a thread of ours), never through python-rtmidi's
+input callback. On JACK that callback runs in JACK's process thread and must take Python's GIL there: a
+busy Python thread then makes the MIDI client (and with it the whole JACK graph, the audio included) late,
+and closing the port while a message is in flight is unsafe (the callback's data is freed while JACK's
+thread still holds it, and ``jack_client_close`` cancels that thread while it waits for the GIL, which
+leaves the GIL's lock held: the process hangs or crashes; seen in this project's tests on unplug and quit).
+Without a callback JACK's thread only queues the message in RtMidi's bounded queue (``BACKEND_QUEUE``).
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ INSTALL_HINT = ("MIDI needs python-rtmidi: pip install 'python-rtmidi>=1.5.8,<1.
 API_NAMES = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE",
              "winmm": "API_WINDOWS_MM"}
 CLIENT = "stemstream"          # the client name of our own ports (left out of the listings)
+BACKEND_QUEUE = 4096           # messages RtMidi holds for our reader between two polls
 
 
 def backend():
@@ -107,7 +116,7 @@ def _quiet_stderr(quiet: bool):
         os.close(saved)
 
 
-def new_client(kind: str, api: str, name: str = CLIENT, queue_size: int = 1024):
+def new_client(kind: str, api: str, name: str = CLIENT, queue_size: int = BACKEND_QUEUE):
     """A python-rtmidi ``MidiIn``/``MidiOut`` (``kind`` "in"/"out") on ``api``; SettingsError when the API
     cannot start (no JACK server, no ALSA sequencer)."""
     rt = backend()
@@ -192,15 +201,15 @@ def matching_output(input_name: str, query: str, outputs: list[str]) -> str | No
     return swapped if swapped in outputs else None
 
 
-def open_input(api: str, name: str, callback, client: str = f"{CLIENT}-midi"):
-    """A MidiIn on the port ``name`` (SysEx and clock let through, to be counted; active sensing not)."""
+def open_input(api: str, name: str, client: str = f"{CLIENT}-midi"):
+    """A MidiIn on the port ``name``, to be read with ``get_message`` (SysEx and clock let through, to be
+    counted; active sensing not)."""
     midi_in = new_client("in", api, client)
     try:
         ports = midi_in.get_ports()
         if name not in ports:
             raise SettingsError(f"MIDI input {name!r} is gone")
         midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
-        midi_in.set_callback(callback)
         midi_in.open_port(ports.index(name), "in")
     except BaseException:
         midi_in.delete()
@@ -221,7 +230,7 @@ def open_output(api: str, name: str, client: str = f"{CLIENT}-midi"):
     return midi_out
 
 
-def open_virtual(api: str, name: str, callback):
+def open_virtual(api: str, name: str):
     """A virtual input and output named ``name`` that other programs connect to (``name:in``, ``name:out``
     on JACK). Windows MM has no virtual ports."""
     if api == "winmm":
@@ -229,25 +238,33 @@ def open_virtual(api: str, name: str, callback):
                             "loopMIDI and --midi NAME)")
     midi_in = new_client("in", api, name)
     midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
-    midi_in.set_callback(callback)
     midi_in.open_virtual_port("in")
     midi_out = new_client("out", api, name)
     midi_out.open_virtual_port("out")
     return midi_in, midi_out
 
 
+def read(midi_in, limit: int) -> list:
+    """Up to ``limit`` messages waiting in ``midi_in`` (python-rtmidi's ``(bytes, delta_time)`` pairs)."""
+    got = []
+    while len(got) < limit:
+        message = midi_in.get_message()
+        if message is None:
+            break
+        got.append(message)
+    return got
+
+
 def close(client) -> None:
-    """Close a MidiIn/MidiOut, whatever state its port is in."""
+    """Close a MidiIn/MidiOut, whatever state its port is in. Its object must not be used afterwards."""
     if client is None:
         return
     try:
-        if hasattr(client, "cancel_callback"):
-            client.cancel_callback()
         client.close_port()
         client.delete()
     except Exception:  # noqa: BLE001
         pass
 
 
-__all__ = ["INSTALL_HINT", "PortLister", "backend", "choose_api", "compiled_apis", "find_port", "list_ports",
-           "matching_output", "open_input", "open_output", "open_virtual", "close"]
+__all__ = ["BACKEND_QUEUE", "INSTALL_HINT", "PortLister", "backend", "choose_api", "compiled_apis", "find_port", "list_ports",
+           "matching_output", "open_input", "open_output", "open_virtual", "read", "close"]

@@ -2,11 +2,13 @@
 
 ``MidiSurface(model, mapping, port="nanoKONTROL2")`` (or ``virtual="stemstream"``; ``api=``), then
 ``start()`` and ``close()``; ``label`` and ``counters()`` for the live session's status. Four threads of
-its own, none on the audio path, and the MIDI backend's:
+its own, none on the audio path (the MIDI backend's own thread, JACK's process thread on JACK, only queues
+what arrives in RtMidi's bounded queue and never waits for Python; see :mod:`bridge.midi.ports`):
 
-* the backend's **input callback** (on JACK it runs in JACK's process thread) only stamps the message and
-  appends it to a bounded queue; a full queue drops it and counts it (``dropped``), so a flood of
-  thousands of messages a second costs the audio nothing and cannot grow memory;
+* the **read** thread polls the input (every 2 ms while the controller is played, every 10 ms after a
+  second of quiet), stamps each message with the time it arrived and appends it to a bounded queue; a full
+  queue drops it and counts it (``dropped``), so a flood of thousands of messages a second costs the audio
+  nothing and cannot grow memory;
 * the **apply** thread takes them in order through the :class:`~bridge.midi.interpret.Interpreter`, which
   acts through ``model.set`` (the mixer picks a change up at its next block and ramps);
 * the **feedback** thread is woken by the model's change listener (any change, from any surface, a
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 1024          # messages waiting for the apply thread; more are dropped and counted
 FEEDBACK_HZ = 30.0         # at most this many feedback messages a second per control
 POLL_SECONDS = 1.0         # how often the watch thread lists the ports
+READ_SECONDS = 0.002       # how often the read thread polls the input while the controller is played,
+READ_IDLE_SECONDS = 0.01  # and after READ_IDLE_AFTER s without a message
+READ_IDLE_AFTER = 1.0
+READ_BATCH = 256           # messages taken from the backend at one poll at most
 COALESCE_SECONDS = 0.005   # the feedback thread looks at the state at most this often
 
 
@@ -68,6 +74,7 @@ class MidiSurface:
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._out_lock = threading.Lock()
+        self._in_lock = threading.Lock()   # the read thread's use of midi_in against closing it
         self._threads: list[threading.Thread] = []
         self.counts = {"dropped": 0, "feedback_sent": 0, "feedback_errors": 0, "reconnects": 0, "unplugged": 0}
         self.midi_in = self.midi_out = None
@@ -107,7 +114,7 @@ class MidiSurface:
     def start(self) -> "MidiSurface":
         try:
             if self.virtual is not None:
-                self.midi_in, self.midi_out = ports.open_virtual(self.api, self.virtual, self._on_message)
+                self.midi_in, self.midi_out = ports.open_virtual(self.api, self.virtual)
                 self.connected = True
             else:
                 self._open()
@@ -116,7 +123,7 @@ class MidiSurface:
             raise
         self.model.add_listener(self._on_change)
         self._changed.set()                # show the whole state once
-        loops = [(self._apply_loop, "apply"), (self._feedback_loop, "feedback")]
+        loops = [(self._read_loop, "read"), (self._apply_loop, "apply"), (self._feedback_loop, "feedback")]
         if self.virtual is None:
             loops.append((self._watch_loop, "watch"))
         for target, what in loops:
@@ -147,7 +154,9 @@ class MidiSurface:
 
     # ------------------------------------------------------------------ ports
     def _open(self) -> None:
-        self.midi_in = ports.open_input(self.api, self.in_name, self._on_message)
+        midi_in = ports.open_input(self.api, self.in_name)
+        with self._in_lock:
+            self.midi_in = midi_in
         if self.out_name is not None:
             try:
                 self.midi_out = ports.open_output(self.api, self.out_name)
@@ -157,7 +166,7 @@ class MidiSurface:
         self.connected = True
 
     def _close_ports(self) -> None:
-        with self._out_lock:
+        with self._in_lock, self._out_lock:
             midi_in, midi_out, self.midi_in, self.midi_out = self.midi_in, self.midi_out, None, None
         ports.close(midi_in)
         ports.close(midi_out)
@@ -187,12 +196,29 @@ class MidiSurface:
                 self._changed.set()
 
     # ------------------------------------------------------------------ input
-    def _on_message(self, event, data=None) -> None:
-        """The backend's callback: stamp, queue (bounded), wake the apply thread. Nothing else."""
-        if len(self._queue) >= self.queue_size:
-            self.counts["dropped"] += 1
-            return
-        self._queue.append((time.monotonic(), event[0]))
+    def _read_loop(self) -> None:
+        last = 0.0
+        while not self._stop.is_set():
+            with self._in_lock:
+                got = ports.read(self.midi_in, READ_BATCH) if self.midi_in is not None else []
+            now = time.monotonic()
+            if got:
+                last = now
+                self._take(got, now)
+            self._stop.wait(READ_SECONDS if now - last < READ_IDLE_AFTER else READ_IDLE_SECONDS)
+
+    def _take(self, got: list, now: float) -> None:
+        """Queue (bounded) what one poll read, each stamped with its arrival (the last one's is ``now``; the
+        backend's delta times give the others'), and wake the apply thread."""
+        stamps = [now] * len(got)
+        for i in range(len(got) - 1, 0, -1):
+            stamps[i - 1] = stamps[i] - max(0.0, float(got[i][1]))
+        q = self._queue
+        for (data, _delta), t in zip(got, stamps):
+            if len(q) >= self.queue_size:
+                self.counts["dropped"] += 1
+            else:
+                q.append((t, data))
         if not self._wake.is_set():
             self._wake.set()
 

@@ -45,31 +45,34 @@ def sep(tmp_path):
 
 class Controller:
     """A MIDI controller played by the test: ``send(*bytes)`` out of its port ``<name>:ctl``; what comes back
-    to its input ``<name>-in:fb`` is collected in ``received``."""
+    to its input ``<name>-in:fb`` is read by :meth:`messages` (polled, as the surface reads: no input
+    callback, see bridge.midi.ports)."""
 
     def __init__(self, name: str = "testctl", feedback: bool = True):
         J = rtmidi.API_UNIX_JACK
         self.name = name
         self.out = rtmidi.MidiOut(J, name=name)
         self.out.open_virtual_port("ctl")
-        self.received: list[tuple[float, list[int]]] = []
+        self.received: list[list[int]] = []
         self._lock = threading.Lock()
         self.inp = None
         if feedback:
-            self.inp = rtmidi.MidiIn(J, name=f"{name}-in")
+            self.inp = rtmidi.MidiIn(J, name=f"{name}-in", queue_size_limit=8192)
             self.inp.ignore_types(False, False, True)
-            self.inp.set_callback(self._got)
             self.inp.open_virtual_port("fb")
 
-    def _got(self, event, data=None) -> None:
-        with self._lock:
-            self.received.append((time.monotonic(), list(event[0])))
-
     def messages(self) -> list[list[int]]:
+        """Everything received so far (since the last :meth:`clear`)."""
         with self._lock:
-            return [m for _, m in self.received]
+            while self.inp is not None:
+                got = self.inp.get_message()
+                if got is None:
+                    break
+                self.received.append(list(got[0]))
+            return list(self.received)
 
     def clear(self) -> None:
+        self.messages()
         with self._lock:
             self.received.clear()
 
@@ -80,11 +83,12 @@ class Controller:
         self.send(0xB0 | channel, number, value)
 
     def close(self) -> None:
-        for port in (self.out, self.inp):
-            if port is not None:
-                port.close_port()
-                port.delete()
-        self.out = self.inp = None
+        with self._lock:
+            for port in (self.out, self.inp):
+                if port is not None:
+                    port.close_port()
+                    port.delete()
+            self.out = self.inp = None
 
 
 def wait_for(predicate, timeout: float = 3.0, interval: float = 0.005):
