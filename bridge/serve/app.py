@@ -191,23 +191,17 @@ def build_app(spec: ServeSpec):
 
         def __init__(self, m: ModelSpec, precision, threads: int):
             from streamer.inference.loader import load_model
-            from streamer.inference.precision import autocast_context
 
             torch.set_num_threads(max(1, int(threads)))
             loaded = load_model(m.config, m.checkpoint, device="auto", precision=precision)
             self.model, self.device, self.precision = loaded.model.eval(), loaded.device, loaded.precision
-            self.autocast = autocast_context
-            self.window = None
 
         @serve.batch(max_batch_size=spec.max_batch, batch_wait_timeout_s=spec.batch_wait_ms / 1000.0)
         async def run(self, windows: list, sent: list):
-            from streamer.inference.runner import model_stems_output
+            from streamer.inference.runner import run_batch
 
             start = time.time()
-            x = torch.from_numpy(np.stack(windows)).to(self.device)
-            with torch.inference_mode(), self.autocast(self.device, self.precision):
-                out = model_stems_output(self.model(x), x.shape[-1])
-            out = out.float().cpu().numpy()
+            out = run_batch(self.model, np.stack(windows), self.device, self.precision)
             n = len(windows)
             return [(out[i], n, max(0.0, start - sent[i])) for i in range(n)]
 

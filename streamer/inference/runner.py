@@ -40,6 +40,16 @@ def model_stems_output(out: torch.Tensor, length: int) -> torch.Tensor:
     return out[..., :length]
 
 
+def run_batch(model: Model, windows: np.ndarray, device, precision: str) -> np.ndarray:
+    """Many streams' windows, (batch, channels, n) float32, through the model in one forward call on
+    ``device`` in ``precision``: (batch, stems, channels, n) float32. What a served model's replica runs
+    for each batch it forms (``bridge.serve``), and what the GPU check times for its serving numbers."""
+    x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(device)
+    with torch.inference_mode(), autocast_context(device, precision):
+        out = model_stems_output(model(x), x.shape[-1])
+    return out.cpu().numpy()
+
+
 class WindowRunner:
     """Runs the model on one window: (channels, window) numpy -> (stems, channels, window) numpy.
 

@@ -28,7 +28,15 @@ recorded and the others still run:
    captured once outside the timer when the decision says so) and the ratio to a plain eager
    fp16-autocast run of the same model and settings (the reference implementation's way),
    interleaved in one process;
-6. ``torch.compile`` in a child process of its own session (ended with its compile workers at its
+6. serving (``stemstream serve``): how many live streams one GPU holds with batching. The replica's
+   own batch call (``streamer.inference.runner.run_batch``: host to device, the forward pass in the
+   hop precision, device to host) is timed for the viperx size at 1 s and 2 s windows and batches of
+   1, 2, 4, ... 64 (stopping when a batch takes over half the hop, or memory runs out); a batch size
+   serves ``floor(hop / t) * batch`` streams when ``2 * t <= hop`` (a window that arrives just after a
+   batch started waits for it, then runs in the next one) (:func:`serving_capacity`); and the
+   ingress's numpy work per stream and hop (the frame decoded, the window slid, the overlap-add, the
+   region encoded), measured on this machine's CPU;
+7. ``torch.compile`` in a child process of its own session (ended with its compile workers at its
    time limit), only if the budget has room for it.
 
 A time budget (``--budget``) keeps the whole run inside its limit: it is checked before every
@@ -61,6 +69,9 @@ from ..inference.graphs import MATCH_DB, capture, error_db
 from ..inference.residual import SPREAD, default_residual
 from ..inference.loader import load_model
 from ..inference.precision import agreement_db, autocast_context
+from ..inference.runner import run_batch
+from ..remote.protocol import Kind, ModelInfo, pack, unpack
+from ..remote.state import StreamState
 from ..stream.engine import StreamEngine
 from ..stream.settings import preset_settings
 from .benchmarks import run_realtime
@@ -107,6 +118,13 @@ class Plan:
     offline_overlap: int = 2
     offline_runs: int = 2
     correctness_seconds: float = 10.0
+    serve_model: str = "viperx_bs_512x12"
+    serve_precision: str = "bf16"
+    serve_windows: tuple[float, ...] = (1.0, 2.0)
+    serve_hop: float = 0.5
+    serve_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    serve_reps: int = 5
+    serve_reserve: float = 30.0              # kept for the serving section when the hop search plans a trial
     budget_seconds: float = 330.0
 
     @classmethod
@@ -127,7 +145,9 @@ class Plan:
         return cls(device="cpu", models=models, windows=(0.25, 0.5), precisions=("fp32", "bf16"), reps=2,
                    compile_timeout=0.0, hop_model="tiny_bs", hop_precision="fp32", hop_windows=(0.5,),
                    hops=(0.25, 0.1), hop_seconds=1.5, offline_model="tiny_bs", offline_seconds=3.0,
-                   hop_trial_overhead=5.0, offline_reserve=5.0, offline_runs=1, correctness_seconds=4.0, budget_seconds=300.0)
+                   hop_trial_overhead=5.0, offline_reserve=5.0, offline_runs=1, correctness_seconds=4.0, budget_seconds=300.0,
+                   serve_model="tiny_bs", serve_precision="fp32", serve_windows=(0.25, 0.5), serve_hop=0.25,
+                   serve_batches=(1, 2, 4), serve_reps=2, serve_reserve=5.0)
 
 
 class Check:
@@ -389,7 +409,7 @@ class Check:
         found = {}
         result = {"model": self.plan.hop_model, "precision": self.plan.hop_precision, "cuda_graph": graph,
                   "worker": worker, "worker_reason": why, "windows": found}
-        need = self.plan.hop_seconds + self.plan.hop_trial_overhead + self.plan.offline_reserve
+        need = self.plan.hop_seconds + self.plan.hop_trial_overhead + self.plan.offline_reserve + self.plan.serve_reserve
         for window_s in self.plan.hop_windows:
             trials = []
             found[f"{window_s:g}"] = {"trials": trials, "smallest_hop_s": None}
@@ -417,6 +437,76 @@ class Check:
                 if st["deadline_misses"] or st["error"]:
                     break
         return result
+
+    def serving(self) -> dict:
+        """Streams per GPU with batching (see the module docstring, section 6)."""
+        name, precision, hop = self.plan.serve_model, self.plan.serve_precision, self.plan.serve_hop
+        if self.device.type != "cuda":
+            precision = "fp32"
+        loaded = self.model(name)
+        cfg = loaded.config
+        result: dict = {"model": name, "precision": precision, "hop_s": hop, "windows": {}}
+        for window_s in self.plan.serve_windows:
+            n = int(round(window_s * cfg.sample_rate))
+            one = self.clip(window_s, cfg.sample_rate, cfg.channels)[:, :n]
+            rows: list[dict] = []
+            result["windows"][f"{window_s:g}"] = {"rows": rows}
+            last_s = 0.0
+            for batch in self.plan.serve_batches:
+                guess = (self.plan.serve_reps + 2) * last_s * 2.2 + 2.0   # the next batch about doubles
+                if self.over_budget(guess + 5.0):
+                    rows.append({"batch": batch, "skipped": "time budget"})
+                    break
+                x = np.ascontiguousarray(np.broadcast_to(one, (batch, *one.shape)))
+                if self.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                try:
+                    t = self.time_call(lambda x=x: run_batch(loaded.model, x, self.device, precision), self.plan.serve_reps)
+                except torch.cuda.OutOfMemoryError:
+                    rows.append({"batch": batch, "error": "out of GPU memory"})
+                    torch.cuda.empty_cache()
+                    break
+                last_s = float(np.median(t))
+                row = {"batch": batch, "ms_median": round(1e3 * last_s, 2), "ms_min": round(1e3 * min(t), 2),
+                       "windows_per_s": round(batch / last_s, 1)}
+                if self.device.type == "cuda":
+                    row["peak_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 2)
+                rows.append(row)
+                result["windows"][f"{window_s:g}"] = {"rows": rows, **serving_capacity(rows, hop)}
+                self.save("serving", result)
+                self.say(f"serving {name} {window_s:g} s window, batch {batch}: {row}")
+                if 2 * last_s > hop:
+                    break              # larger batches only take longer
+        result["ingress"] = self.ingress_cost(cfg, self.plan.serve_windows[-1], hop)
+        for w, info in result["windows"].items():
+            self.say(f"serving: {w} s windows at a {hop * 1000:.0f} ms hop: {info.get('streams')} streams per device "
+                     f"(batch {info.get('batch')})")
+        return result
+
+    def ingress_cost(self, cfg, window_s: float, hop_s: float, hops: int = 200) -> dict:
+        """The ingress's numpy work per stream and hop, on this machine's CPU: the hop's frame decoded, the
+        window slid (:class:`StreamState`), the stems overlap-added and the region encoded (fp32 wire)."""
+        window, hop = int(round(window_s * cfg.sample_rate)), int(round(hop_s * cfg.sample_rate))
+        info = ModelInfo(name="check", sample_rate=cfg.sample_rate, channels=cfg.channels, stems=list(cfg.stems),
+                         window=window, hop=hop, lookahead=hop, crossfade=None, chunk_size=cfg.chunk_size,
+                         num_overlap=cfg.num_overlap, config={})
+        state = StreamState(info)
+        rng = np.random.default_rng(0)
+        samples = rng.standard_normal((cfg.channels, hop)).astype(np.float32)
+        stems = rng.standard_normal((len(cfg.stems), cfg.channels, window)).astype(np.float32)
+        times = []
+        for k in range(hops):
+            frame = pack(Kind.HOP, 0, k, samples)       # what the client sends (its cost is the client's)
+            start = time.perf_counter()
+            _, _, index, data = unpack(frame, lambda kd, c: state.shape_of(kd.name))
+            win = state.push(index, data)
+            region = state.finish(stems, win)
+            pack(Kind.REGION, 0, index, region)
+            times.append(time.perf_counter() - start)
+        per = float(np.median(times))
+        return {"window_s": window_s, "hop_s": hop_s, "us_per_stream_hop_median": round(1e6 * per, 1),
+                "us_per_stream_hop_p99": round(1e6 * float(np.percentile(times, 99)), 1),
+                "streams_per_ingress_core": int(hop_s / per)}
 
     def offline(self) -> dict:
         loaded = self.model(self.plan.offline_model)
@@ -468,6 +558,7 @@ class Check:
         self.section("timings", self.timings)
         self.section("hop_search", self.hop_search, need=self.plan.hop_seconds + self.plan.hop_trial_overhead)
         self.section("offline", self.offline, need=self.plan.offline_reserve / 2)
+        self.section("serving", self.serving, need=self.plan.serve_reserve / 2)
         if self.plan.compile_timeout > 0 and self.device.type == "cuda":
             self.section("torch_compile", self.compile_probe, need=30.0)
         self.results["total_seconds"] = round(time.monotonic() - self.t0, 1)
@@ -503,6 +594,24 @@ def graph_decision(rows: list[dict], model: str, precision: str) -> dict:
     else:
         out.update(use=True, reason=f"exact, median speed-up {out['speedup_median']}")
     return out
+
+
+def serving_capacity(rows: list[dict], hop_s: float) -> dict:
+    """Streams one replica holds at ``hop_s`` from its measured batch times (``batch``, ``ms_median``): a
+    batch of ``b`` taking ``t`` s serves ``floor(hop / t) * b`` streams (that many batches fit in a hop),
+    when ``2 * t <= hop`` (a window arriving just after a batch started waits for it, then runs in the next
+    one). The best batch size, or 0 streams when even one window per batch is too slow."""
+    best = {"streams": 0, "batch": None, "ms_per_batch": None}
+    for row in rows:
+        if "ms_median" not in row:
+            continue
+        t = row["ms_median"] / 1e3
+        if 2 * t > hop_s:
+            continue
+        streams = int(hop_s / t + 1e-9) * int(row["batch"])
+        if streams > best["streams"]:
+            best = {"streams": streams, "batch": row["batch"], "ms_per_batch": row["ms_median"]}
+    return best
 
 
 def end_process_group(proc: subprocess.Popen) -> None:
@@ -613,6 +722,31 @@ def markdown(results: dict) -> str:
                              f"{t['infer_ms_median']}, {t['infer_ms_p99']} | {t['realtime_factor']} | {t['cuda_graph']} |")
             lines.append(f"| {w} s | **smallest: {info['smallest_hop_s']}** | | | | | |")
         lines.append("")
+    srv = sec.get("serving", {})
+    if srv.get("windows"):
+        lines += [f"## Serving: streams per device with batching ({srv['model']}, {srv['precision']}, "
+                  f"{srv['hop_s'] * 1000:.0f} ms hop)", "",
+                  "The replica's batch call (host to device, forward, device to host) timed per batch size; a batch "
+                  "of b taking t serves floor(hop / t) * b streams when 2 t <= hop.", "",
+                  "| window | batch | ms per batch (median, min) | windows/s | peak GiB | streams |",
+                  "|---|---|---|---|---|---|"]
+        for w, info in srv["windows"].items():
+            for r in info["rows"]:
+                if "ms_median" not in r:
+                    lines.append(f"| {w} s | {r['batch']} | {r.get('skipped') or r.get('error')} | | | |")
+                    continue
+                t = r["ms_median"] / 1e3
+                streams = int(srv["hop_s"] / t + 1e-9) * r["batch"] if 2 * t <= srv["hop_s"] else "over half the hop"
+                lines.append(f"| {w} s | {r['batch']} | {r['ms_median']}, {r['ms_min']} | {r['windows_per_s']} | "
+                             f"{r.get('peak_gib', '-')} | {streams} |")
+            lines.append(f"| {w} s | **best: {info.get('streams', 0)} streams** (batch {info.get('batch')}) | | | | |")
+        lines.append("")
+        ing = srv.get("ingress", {})
+        if ing:
+            lines += [f"Ingress numpy work per stream and hop ({ing['window_s']:g} s window, {ing['hop_s'] * 1000:.0f} "
+                      f"ms hop, this machine's CPU): median {ing['us_per_stream_hop_median']} us, p99 "
+                      f"{ing['us_per_stream_hop_p99']} us: about {ing['streams_per_ingress_core']} streams per ingress "
+                      f"core. N devices with one replica each hold N times the streams above.", ""]
     off = sec.get("offline", {})
     if "rtf_ours" in off:
         lines += ["## Offline demix", "",

@@ -12,7 +12,8 @@ import torch
 
 from bridge.cli import main
 from streamer.lab import gpu_run
-from streamer.lab.gpu_check import Check, Plan, end_process_group, goals, graph_decision, markdown
+from streamer.lab.gpu_check import (Check, Plan, end_process_group, goals, graph_decision, markdown,
+                                   serving_capacity)
 from streamer.lab.gpu_preflight import shared_memory_enough
 
 from conftest import REPO
@@ -42,7 +43,7 @@ def test_device_command_dry_run_writes_everything_in_order_within_its_time(tmp_p
     assert "passed" in pytest_log and "skipped" in pytest_log  # the whole log: CPU tests pass, CUDA ones skip
     results = json.loads((out / "gpu_check.json").read_text())
     sections = results["sections"]
-    assert list(sections) == ["environment", "correctness", "timings", "hop_search", "offline"]
+    assert list(sections) == ["environment", "correctness", "timings", "hop_search", "offline", "serving"]
     assert not [k for k, v in sections.items() if "error" in v or "skipped" in v or v.get("unfinished")], sections
     assert sections["correctness"]["offline_exact_max_diff"] == 0.0
     assert sections["correctness"]["residual_sum_max_error"] < 1e-5
@@ -55,13 +56,32 @@ def test_device_command_dry_run_writes_everything_in_order_within_its_time(tmp_p
     trials = hop["windows"]["0.5"]["trials"]
     assert trials and all(t["misses"] == 0 for t in trials), trials
     assert sections["offline"]["rtf_ours"] > 0 and sections["offline"]["speedup_vs_reference"] > 0
+    serving = sections["serving"]
+    assert serving["model"] == "tiny_bs" and set(serving["windows"]) == {"0.25", "0.5"}
+    for info in serving["windows"].values():
+        measured = [r for r in info["rows"] if "ms_median" in r]
+        assert measured and all(r["ms_median"] > 0 and r["windows_per_s"] > 0 for r in measured), info
+        assert {k: info[k] for k in ("streams", "batch", "ms_per_batch")} == serving_capacity(info["rows"], 0.25)
+    ingress = serving["ingress"]
+    assert ingress["us_per_stream_hop_median"] > 0 and ingress["streams_per_ingress_core"] > 0
     assert results["preflight"]["python"]
     report = (out / "gpu_check.md").read_text()
     for heading in ("Preflight:", "## Correctness on the device", "## Time per window", "CUDA graph decision",
-                    "## Offline demix", "## Smallest sustainable hop", "## Goals"):
+                    "## Offline demix", "## Smallest sustainable hop", "## Serving: streams per device", "## Goals"):
         assert heading in report
     log = (out / "log.txt").read_text()
     assert "done in" in log and log in done.stdout
+
+
+def test_serving_capacity_takes_the_batch_that_serves_most_streams_within_half_a_hop():
+    rows = [{"batch": 1, "ms_median": 40.0}, {"batch": 4, "ms_median": 60.0}, {"batch": 16, "ms_median": 200.0},
+            {"batch": 32, "ms_median": 260.0}, {"batch": 64, "skipped": "time budget"}]
+    # 0.5 s hop: batch 1 runs 12 times a hop (12 streams), 4 -> 8 x 4 = 32, 16 -> 2 x 16 = 32 (not more: the
+    # first wins), 32 takes over half the hop (a window could wait 520 ms)
+    assert serving_capacity(rows, 0.5) == {"streams": 32, "batch": 4, "ms_per_batch": 60.0}
+    assert serving_capacity(rows, 0.6) == {"streams": 64, "batch": 32, "ms_per_batch": 260.0}
+    assert serving_capacity([{"batch": 1, "ms_median": 300.0}], 0.5) == {"streams": 0, "batch": None,
+                                                                          "ms_per_batch": None}
 
 
 def _row(precision, seconds, speedup, db=-120.0, model="m"):

@@ -39,7 +39,8 @@ ALLOWED = {
     "streamer.remote": ("streamer.remote", "streamer.stream", "streamer.inference", "streamer.msst",
                         "streamer.audio", "streamer.outputs", "streamer.errors"),
     "streamer.lab": ("streamer.lab", "streamer.stream", "streamer.inference", "streamer.msst", "streamer.models",
-                     "streamer.audio", "streamer.outputs", "streamer.errors", "streamer.assets"),
+                     "streamer.audio", "streamer.outputs", "streamer.errors", "streamer.assets",
+                     "streamer.remote"),   # the GPU check times the service's batch call and stream state
     "bridge.mix": ("bridge.mix", "streamer.errors", "streamer.audio"),
     "bridge.plugin": ("bridge.plugin", "bridge.mix", "streamer.stream", "streamer.inference", "streamer.msst",
                       "streamer.formats", "streamer.remote", "bridge.midi",
