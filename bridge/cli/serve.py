@@ -49,7 +49,10 @@ def register(sub) -> None:
                    help="networks that may connect besides this machine (repeatable)")
     n.add_argument("--tls-cert", metavar="FILE", help="serve wss:// and https:// with this PEM certificate "
                                                       "(chain); with --tls-key")
-    n.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, unencrypted)")
+    n.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    n.add_argument("--tls-key-password-env", metavar="VAR",
+                   help="an encrypted --tls-key's passphrase is in this environment variable (never on the "
+                        "command line, where other users' `ps` would show it)")
     n.add_argument("--max-streams-per-client", type=whole_number(1, 1024), default=8,
                    help="open streams per client address (default 8)")
     r = p.add_argument_group("Ray")
@@ -112,12 +115,20 @@ def run(args) -> int:
     from bridge.serve.app import ServeSpec, check_spec, start, stop
 
     token = args.token or os.environ.get(TOKEN_ENV, "")
+    password = None
+    if args.tls_key_password_env:
+        if not args.tls_key:
+            raise SettingsError("--tls-key-password-env goes with --tls-key (the encrypted key it opens)")
+        password = os.environ.get(args.tls_key_password_env)
+        if password is None:
+            raise SettingsError(f"--tls-key-password-env {args.tls_key_password_env}: no such environment variable")
     spec = ServeSpec(models=_models(args), token=token, preset=args.preset, replicas=args.replicas,
                      gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica,
                      max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                      precision=args.precision, host=args.host, port=args.port, allow=args.allow,
                      max_streams_per_client=args.max_streams_per_client, log_every_s=args.log_every,
-                     tls_cert=args.tls_cert, tls_key=args.tls_key)
+                     tls_cert=args.tls_cert, tls_key=args.tls_key, tls_key_password=password,
+                     tls_key_password_env=args.tls_key_password_env)
     check_spec(spec)
     for m in spec.models:  # a wrong config or checkpoint is one error line before Ray starts
         load_model(m.config, m.checkpoint, device="cpu", precision="fp32")

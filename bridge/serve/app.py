@@ -64,14 +64,18 @@ class ServeSpec:
     log_every_s: float = 60.0
     tls_cert: str | None = None     # PEM certificate (chain) and its key: the service speaks wss:// and https://
     tls_key: str | None = None
+    tls_key_password: str | None = field(default=None, repr=False)   # an encrypted key's passphrase
+    tls_key_password_env: str | None = None                           # where it came from (for messages)
 
     @property
     def scheme(self) -> str:
         return "wss" if self.tls_cert else "ws"
 
 
-def check_tls(cert: str | None, key: str | None) -> None:
-    """SettingsError (one line) unless both or neither are given and they hold a certificate and its key."""
+def check_tls(cert: str | None, key: str | None, password: str | None = None, password_env: str | None = None) -> None:
+    """SettingsError (one line) unless both or neither are given and they hold a certificate and its key (an
+    encrypted key opened with ``password``, which came from the environment variable ``password_env``).
+    OpenSSL is never left to ask for a passphrase on the terminal."""
     if bool(cert) != bool(key):
         raise SettingsError("--tls-cert and --tls-key go together (the certificate and its private key, PEM)")
     if not cert:
@@ -79,9 +83,20 @@ def check_tls(cert: str | None, key: str | None) -> None:
     for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
         if not os.path.isfile(path):
             raise SettingsError(f"{flag}: no such file: {path}")
+    asked = []
+
+    def passphrase() -> bytes:
+        asked.append(True)
+        return (password or "").encode()
+
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=passphrase)
     except ssl.SSLError as exc:
+        if asked and password is None:
+            raise SettingsError(f"--tls-key {key} is encrypted: put its passphrase in an environment variable and "
+                                f"name it with --tls-key-password-env VAR") from None
+        if asked:
+            raise SettingsError(f"--tls-key {key}: the passphrase in ${password_env} does not open it") from None
         raise SettingsError(f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and its matching "
                             f"private key ({exc.reason or exc})") from None
     except OSError as exc:
@@ -115,7 +130,7 @@ def check_spec(spec: ServeSpec) -> list:
     if not loopback and not nets:
         raise SettingsError(f"--host {spec.host} listens beyond this machine: name who may connect with "
                             "--allow CIDR (e.g. --allow 10.0.0.0/8)")
-    check_tls(spec.tls_cert, spec.tls_key)
+    check_tls(spec.tls_cert, spec.tls_key, spec.tls_key_password, spec.tls_key_password_env)
     return nets
 
 
@@ -459,6 +474,8 @@ def start(spec: ServeSpec, address: str | None = None, num_cpus: int | None = No
     http = {"host": spec.host, "port": spec.port}
     if spec.tls_cert:  # absolute: Serve's proxy actor opens them (with --ray, on the head node: same paths there)
         http.update(ssl_certfile=os.path.abspath(spec.tls_cert), ssl_keyfile=os.path.abspath(spec.tls_key))
+        if spec.tls_key_password is not None:
+            http["ssl_keyfile_password"] = spec.tls_key_password
     serve.start(http_options=http, logging_config={"log_level": "WARNING"})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     return f"{spec.scheme}://{spec.host}:{spec.port}{PATH}"

@@ -36,6 +36,9 @@ TOKEN_ENV = "STEMSTREAM_TEST_SERVICE_TOKEN"
 
 
 # ------------------------------------------------------------------ certificates
+PASSPHRASE = "a passphrase for the test key"
+PASSPHRASE_ENV = "STEMSTREAM_TEST_TLS_PASSPHRASE"
+
 def _key():
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -95,6 +98,9 @@ def make_server_cert(folder: pathlib.Path, ca_key, ca_cert) -> tuple[pathlib.Pat
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(_pem_key(key))
     key_path.chmod(0o600)
+    encrypted = folder / "server-encrypted.key"     # the same key under a passphrase
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(PASSPHRASE.encode())))
     return cert_path, key_path
 
 
@@ -107,7 +113,8 @@ def pki(tmp_path_factory):
     _, _, other_ca = make_ca(folder, "other-ca")
     stray_key = folder / "stray.key"
     stray_key.write_bytes(_pem_key(_key()))
-    return dict(ca=ca, cert=cert, key=key, other_ca=other_ca, stray_key=stray_key, folder=folder)
+    return dict(ca=ca, cert=cert, key=key, other_ca=other_ca, stray_key=stray_key, folder=folder,
+                encrypted_key=folder / "server-encrypted.key")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +129,7 @@ def _one_error(capsys) -> str:
     return err[0]
 
 
-def test_tls_files_are_checked_before_ray_starts(model, pki, capsys, tmp_path):
+def test_tls_files_are_checked_before_ray_starts(model, pki, capsys, tmp_path, monkeypatch):
     cfg, ckpt = model
     base = ["serve", "--config", str(cfg), "--checkpoint", str(ckpt), "--token", TOKEN]
     missing = tmp_path / "nope.pem"
@@ -139,6 +146,19 @@ def test_tls_files_are_checked_before_ray_starts(model, pki, capsys, tmp_path):
     garbage.write_text("not a certificate\n")
     assert main(base + ["--tls-cert", str(garbage), "--tls-key", str(pki["key"])]) == 1
     assert "not a PEM certificate and its matching private key" in _one_error(capsys)
+    # an encrypted key: its passphrase comes from an environment variable, and OpenSSL never asks on the terminal
+    enc = pki["encrypted_key"]
+    assert main(base + ["--tls-cert", str(pki["cert"]), "--tls-key", str(enc)]) == 1
+    assert _one_error(capsys) == (f"error: --tls-key {enc} is encrypted: put its passphrase in an environment "
+                                  f"variable and name it with --tls-key-password-env VAR")
+    monkeypatch.setenv(PASSPHRASE_ENV, "not the passphrase")
+    assert main(base + ["--tls-cert", str(pki["cert"]), "--tls-key", str(enc), "--tls-key-password-env",
+                        PASSPHRASE_ENV]) == 1
+    assert _one_error(capsys) == f"error: --tls-key {enc}: the passphrase in ${PASSPHRASE_ENV} does not open it"
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    assert main(base + ["--tls-cert", str(pki["cert"]), "--tls-key", str(enc), "--tls-key-password-env",
+                        PASSPHRASE_ENV]) == 1
+    assert _one_error(capsys) == f"error: --tls-key-password-env {PASSPHRASE_ENV}: no such environment variable"
     assert "ray" not in sys.modules or not __import__("ray").is_initialized()
 
 
@@ -198,10 +218,12 @@ def tls_service(model, pki):
     cfg, ckpt = model
     port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths live under it
-    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(REPO))
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp, PYTHONPATH=str(REPO), **{PASSPHRASE_ENV: PASSPHRASE})
+    # the key under a passphrase (from the environment): it must reach Serve's proxy, which speaks TLS with it
     proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "serve", "--config", str(cfg), "--checkpoint",
                              str(ckpt), "--port", str(port), "--token", TOKEN, "--local-cpus", "2",
-                             "--tls-cert", str(pki["cert"]), "--tls-key", str(pki["key"]), "--preset", "balanced"],
+                             "--tls-cert", str(pki["cert"]), "--tls-key", str(pki["encrypted_key"]),
+                             "--tls-key-password-env", PASSPHRASE_ENV, "--preset", "balanced"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True, cwd=str(REPO))
     try:
