@@ -12,8 +12,10 @@ minutes on 2 cores), then: a stream at hop H needs 1/H windows per second, so on
 assumption: measure it with the GPU check's serving section when a GPU is lent). With ``serve.batch``
 the windows of many streams fill one call, which is what lets a model of this size approach its FLOP
 bound; without batching each stream's window runs alone and a GPU holds far fewer. N GPUs: one
-replica per GPU (``--replicas N --gpus-per-replica 1``), N times one GPU (the ingress's CPU work per
-window, a few hundred microseconds, is not the limit at these counts).
+replica per GPU (``--replicas N --gpus-per-replica 1``), N times one GPU. It also measures the ingress's
+numpy work per stream and hop on this CPU (``streamer.lab.gpu_check.ingress_cost``: the hop's frame
+decoded, the window slid, the overlap-add, the region encoded), to show where the ingress's CPU becomes
+the limit (``--ingress-only`` skips the FLOP count).
 """
 from __future__ import annotations
 
@@ -47,8 +49,22 @@ def main() -> None:
     p.add_argument("--utilization", type=float, nargs="+", default=[0.3, 0.5])
     p.add_argument("--gpus", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ingress-only", action="store_true", help="only the ingress's CPU work per stream and hop")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    import streamer
+    from streamer.lab.gpu_check import ingress_cost
+
+    config = streamer.load_config(args.config)
+    for seconds in args.window:
+        runs = [ingress_cost(config, seconds, args.hop, hops=200) for _ in range(3)]
+        med = sorted(r["us_per_stream_hop_median"] for r in runs)
+        print(f"window {seconds:g} s, hop {args.hop:g} s: the ingress's numpy work per stream and hop: median "
+              f"{med[1]:.0f} us (3 runs: {', '.join(f'{m:.0f}' for m in med)}), p99 "
+              f"{min(r['us_per_stream_hop_p99'] for r in runs):.0f} us at best: about "
+              f"{int(args.hop / (med[1] / 1e6))} streams per ingress CPU core", flush=True)
+    if args.ingress_only:
+        return
     for seconds in args.window:
         t = time.perf_counter()
         flops = window_flops(args.config, seconds)

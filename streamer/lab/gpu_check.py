@@ -477,36 +477,11 @@ class Check:
                 self.say(f"serving {name} {window_s:g} s window, batch {batch}: {row}")
                 if 2 * last_s > hop:
                     break              # larger batches only take longer
-        result["ingress"] = self.ingress_cost(cfg, self.plan.serve_windows[-1], hop)
+        result["ingress"] = ingress_cost(cfg, self.plan.serve_windows[-1], hop)
         for w, info in result["windows"].items():
             self.say(f"serving: {w} s windows at a {hop * 1000:.0f} ms hop: {info.get('streams')} streams per device "
                      f"(batch {info.get('batch')})")
         return result
-
-    def ingress_cost(self, cfg, window_s: float, hop_s: float, hops: int = 200) -> dict:
-        """The ingress's numpy work per stream and hop, on this machine's CPU: the hop's frame decoded, the
-        window slid (:class:`StreamState`), the stems overlap-added and the region encoded (fp32 wire)."""
-        window, hop = int(round(window_s * cfg.sample_rate)), int(round(hop_s * cfg.sample_rate))
-        info = ModelInfo(name="check", sample_rate=cfg.sample_rate, channels=cfg.channels, stems=list(cfg.stems),
-                         window=window, hop=hop, lookahead=hop, crossfade=None, chunk_size=cfg.chunk_size,
-                         num_overlap=cfg.num_overlap, config={})
-        state = StreamState(info)
-        rng = np.random.default_rng(0)
-        samples = rng.standard_normal((cfg.channels, hop)).astype(np.float32)
-        stems = rng.standard_normal((len(cfg.stems), cfg.channels, window)).astype(np.float32)
-        times = []
-        for k in range(hops):
-            frame = pack(Kind.HOP, 0, k, samples)       # what the client sends (its cost is the client's)
-            start = time.perf_counter()
-            _, _, index, data = unpack(frame, lambda kd, c: state.shape_of(kd.name))
-            win = state.push(index, data)
-            region = state.finish(stems, win)
-            pack(Kind.REGION, 0, index, region)
-            times.append(time.perf_counter() - start)
-        per = float(np.median(times))
-        return {"window_s": window_s, "hop_s": hop_s, "us_per_stream_hop_median": round(1e6 * per, 1),
-                "us_per_stream_hop_p99": round(1e6 * float(np.percentile(times, 99)), 1),
-                "streams_per_ingress_core": int(hop_s / per)}
 
     def offline(self) -> dict:
         loaded = self.model(self.plan.offline_model)
@@ -594,6 +569,32 @@ def graph_decision(rows: list[dict], model: str, precision: str) -> dict:
     else:
         out.update(use=True, reason=f"exact, median speed-up {out['speedup_median']}")
     return out
+
+
+def ingress_cost(cfg, window_s: float, hop_s: float, hops: int = 200) -> dict:
+    """The ingress's numpy work per stream and hop, on this machine's CPU: the hop's frame decoded, the
+    window slid (:class:`StreamState`), the stems overlap-added and the region encoded (fp32 wire)."""
+    window, hop = int(round(window_s * cfg.sample_rate)), int(round(hop_s * cfg.sample_rate))
+    info = ModelInfo(name="check", sample_rate=cfg.sample_rate, channels=cfg.channels, stems=list(cfg.stems),
+                     window=window, hop=hop, lookahead=hop, crossfade=None, chunk_size=cfg.chunk_size,
+                     num_overlap=cfg.num_overlap, config={})
+    state = StreamState(info)
+    rng = np.random.default_rng(0)
+    samples = rng.standard_normal((cfg.channels, hop)).astype(np.float32)
+    stems = rng.standard_normal((len(cfg.stems), cfg.channels, window)).astype(np.float32)
+    times = []
+    for k in range(hops):
+        frame = pack(Kind.HOP, 0, k, samples)       # what the client sends (its cost is the client's)
+        start = time.perf_counter()
+        _, _, index, data = unpack(frame, lambda kd, c: state.shape_of(kd.name))
+        win = state.push(index, data)
+        region = state.finish(stems, win)
+        pack(Kind.REGION, 0, index, region)
+        times.append(time.perf_counter() - start)
+    per = float(np.median(times))
+    return {"window_s": window_s, "hop_s": hop_s, "us_per_stream_hop_median": round(1e6 * per, 1),
+            "us_per_stream_hop_p99": round(1e6 * float(np.percentile(times, 99)), 1),
+            "streams_per_ingress_core": int(hop_s / per)}
 
 
 def serving_capacity(rows: list[dict], hop_s: float) -> dict:
