@@ -475,7 +475,7 @@ class Check:
                 result["windows"][f"{window_s:g}"] = {"rows": rows, **serving_capacity(rows, hop)}
                 self.save("serving", result)
                 self.say(f"serving {name} {window_s:g} s window, batch {batch}: {row}")
-                if 2 * last_s > hop:
+                if streams_per_batch(batch, 1e3 * last_s, hop) is None:
                     break              # larger batches only take longer
         result["ingress"] = ingress_cost(cfg, self.plan.serve_windows[-1], hop)
         for w, info in result["windows"].items():
@@ -597,20 +597,23 @@ def ingress_cost(cfg, window_s: float, hop_s: float, hops: int = 200) -> dict:
             "streams_per_ingress_core": int(hop_s / per)}
 
 
+def streams_per_batch(batch: int, ms: float, hop_s: float) -> int | None:
+    """Streams one replica serves at ``hop_s`` with batches of ``batch`` windows taking ``ms`` each:
+    ``floor(hop / t) * batch`` (that many batches fit in a hop), or None when ``2 * t > hop`` (a window
+    arriving just after a batch started waits for it, then runs in the next one: too late)."""
+    t = ms / 1e3
+    return None if 2 * t > hop_s else int(hop_s / t + 1e-9) * int(batch)
+
+
 def serving_capacity(rows: list[dict], hop_s: float) -> dict:
-    """Streams one replica holds at ``hop_s`` from its measured batch times (``batch``, ``ms_median``): a
-    batch of ``b`` taking ``t`` s serves ``floor(hop / t) * b`` streams (that many batches fit in a hop),
-    when ``2 * t <= hop`` (a window arriving just after a batch started waits for it, then runs in the next
-    one). The best batch size, or 0 streams when even one window per batch is too slow."""
+    """The best of the measured batch sizes (rows with ``batch`` and ``ms_median``) by
+    :func:`streams_per_batch`, or 0 streams when even one window per batch is too slow."""
     best = {"streams": 0, "batch": None, "ms_per_batch": None}
     for row in rows:
         if "ms_median" not in row:
             continue
-        t = row["ms_median"] / 1e3
-        if 2 * t > hop_s:
-            continue
-        streams = int(hop_s / t + 1e-9) * int(row["batch"])
-        if streams > best["streams"]:
+        streams = streams_per_batch(row["batch"], row["ms_median"], hop_s)
+        if streams is not None and streams > best["streams"]:
             best = {"streams": streams, "batch": row["batch"], "ms_per_batch": row["ms_median"]}
     return best
 
@@ -736,8 +739,8 @@ def markdown(results: dict) -> str:
                 if "ms_median" not in r:
                     lines.append(f"| {w} s | {r['batch']} | {r.get('skipped') or r.get('error')} | | | |")
                     continue
-                t = r["ms_median"] / 1e3
-                streams = int(srv["hop_s"] / t + 1e-9) * r["batch"] if 2 * t <= srv["hop_s"] else "over half the hop"
+                streams = streams_per_batch(r["batch"], r["ms_median"], srv["hop_s"])
+                streams = "over half the hop" if streams is None else streams
                 lines.append(f"| {w} s | {r['batch']} | {r['ms_median']}, {r['ms_min']} | {r['windows_per_s']} | "
                              f"{r.get('peak_gib', '-')} | {streams} |")
             lines.append(f"| {w} s | **best: {info.get('streams', 0)} streams** (batch {info.get('batch')}) | | | | |")
