@@ -19,13 +19,14 @@ os.environ.setdefault("STEMSTREAM_BACKEND", "torch")
 os.environ.setdefault("STEMSTREAM_CACHE_DIR", os.path.join(__import__("tempfile").gettempdir(),
                                                            f"stemstream-test-cache-{os.getuid()}"))
 
-def wait_for(predicate, timeout: float = 3.0) -> bool:
-    """Poll ``predicate`` every 5 ms until it is true or ``timeout`` seconds have passed; its last value."""
+def wait_for(predicate, timeout: float = 3.0, interval: float = 0.005) -> bool:
+    """Poll ``predicate`` every ``interval`` s (5 ms) until it is true or ``timeout`` seconds have passed;
+    its last value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.005)
+        time.sleep(interval)
     return bool(predicate())
 
 
@@ -56,6 +57,21 @@ def write_yaml(path, model_type="bs_roformer", model=None, stems=("vocals", "oth
 @pytest.fixture
 def tiny_config(tmp_path):
     return write_yaml(tmp_path / "tiny.yaml")
+
+
+FOUR_STEMS = ("vocals", "drums", "bass", "other")
+
+
+def four_stem_separator(tmp_path):
+    """A real separator for the control-surface tests: the identity stand-in model with four stems (each
+    the input), low latency, two buses (main, monitor). Each test adds its own scenes and effects."""
+    import streamer
+    from bridge import StemSeparator
+    from standins import IdentityModel
+
+    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=FOUR_STEMS, target=None,
+                                             extra_model={"num_stems": 4}, chunk_size=4410))
+    return StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
 
 
 def randomize(model, seed=0, scale=0.05):

@@ -3,23 +3,18 @@ import math
 
 import pedalboard
 import pytest
-from standins import IdentityModel
 
-import streamer
-from bridge import StemSeparator
 from bridge.control.addresses import AddressSpace, ControlError, as_flag, as_number, compile_pattern
 from bridge.mix.scenes import Scene, SceneRecaller
 
-from conftest import write_yaml
+from conftest import FOUR_STEMS, four_stem_separator
 
-STEMS = ("vocals", "drums", "bass", "other")
+STEMS = FOUR_STEMS
 
 
 @pytest.fixture
 def space(tmp_path):
-    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=STEMS, target=None,
-                                             extra_model={"num_stems": 4}, chunk_size=4410))
-    sep = StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
+    sep = four_stem_separator(tmp_path)
     sep.stems["other"].effects = pedalboard.Pedalboard([pedalboard.Reverb(room_size=0.3)])
     recaller = SceneRecaller(sep.mixer, {"karaoke": Scene("karaoke", {"main": {"stems": {"vocals": {"mute": True}}}})})
     calls = []

@@ -13,23 +13,20 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 from pythonosc.tcp_client import SimpleTCPClient
-from standins import IdentityModel
 
 import streamer
-from bridge import OSCControl, StemSeparator
+from bridge import OSCControl
 from bridge.mix.scenes import Scene
 from streamer.errors import SettingsError
 
-from conftest import wait_for as _wait_for, write_yaml
+from conftest import FOUR_STEMS, four_stem_separator, wait_for as _wait_for
 
-STEMS = ("vocals", "drums", "bass", "other")
+STEMS = FOUR_STEMS
 
 
 @pytest.fixture
 def sep(tmp_path):
-    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=STEMS, target=None,
-                                             extra_model={"num_stems": 4}, chunk_size=4410))
-    s = StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
+    s = four_stem_separator(tmp_path)
     s.stems["other"].effects = pedalboard.Pedalboard([pedalboard.Reverb(room_size=0.3)])
     s.scenes = {"karaoke": Scene("karaoke", {"main": {"stems": {"vocals": {"mute": True}}}}), "full": Scene("full")}
     return s

@@ -24,22 +24,18 @@ import pytest
 from pythonosc import slip
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
-from standins import IdentityModel
 
-import streamer
-from bridge import OSCControl, StemSeparator
+from bridge import OSCControl
 from bridge.control.transport import OSCTransport
 
-from conftest import wait_for, write_yaml
+from conftest import FOUR_STEMS, four_stem_separator, wait_for
 
-STEMS = ("vocals", "drums", "bass", "other")
+STEMS = FOUR_STEMS
 
 
 @pytest.fixture
 def sep(tmp_path):
-    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=STEMS, target=None,
-                                             extra_model={"num_stems": 4}, chunk_size=4410))
-    return StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
+    return four_stem_separator(tmp_path)
 
 
 def osc(address, *args) -> bytes:

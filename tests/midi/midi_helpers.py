@@ -8,16 +8,13 @@ import threading
 import time
 
 import pytest
-from standins import IdentityModel
 
-import streamer
-from bridge import StemSeparator
 from bridge.live.jackserver import JackServer
 from bridge.mix.scenes import Scene
 
-from conftest import write_yaml
+from conftest import FOUR_STEMS, four_stem_separator, wait_for as conftest_wait_for
 
-STEMS = ("vocals", "drums", "bass", "other")
+STEMS = FOUR_STEMS
 JACKD = shutil.which("jackd")
 needs_jackd = pytest.mark.skipif(JACKD is None, reason="jackd is not installed (make install installs jackd2)")
 rtmidi = pytest.importorskip("rtmidi")
@@ -36,9 +33,7 @@ def jack(tmp_path, monkeypatch):
 
 @pytest.fixture
 def sep(tmp_path):
-    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=STEMS, target=None,
-                                             extra_model={"num_stems": 4}, chunk_size=4410))
-    s = StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
+    s = four_stem_separator(tmp_path)
     s.scenes = {"karaoke": Scene("karaoke", {"main": {"stems": {"vocals": {"mute": True}}}}), "full": Scene("full")}
     return s
 
@@ -91,15 +86,10 @@ class Controller:
             self.out = self.inp = None
 
 
-def wait_for(predicate, timeout: float = 3.0, interval: float = 0.005):
-    """``predicate()`` once it is true, or an AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout} s: {getattr(predicate, '__doc__', None) or predicate}")
+def wait_for(predicate, timeout: float = 3.0, interval: float = 0.005) -> None:
+    """Until ``predicate()`` is true (conftest's ``wait_for``), or an AssertionError naming what did not happen."""
+    if not conftest_wait_for(predicate, timeout, interval):
+        raise AssertionError(f"not within {timeout} s: {getattr(predicate, '__doc__', None) or predicate}")
 
 
 def settle(surface, timeout: float = 3.0) -> None:

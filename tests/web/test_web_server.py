@@ -17,6 +17,8 @@ from bridge.control.model import ControlModel
 from bridge.web.server import WebMixer
 from streamer.errors import SettingsError
 
+from conftest import wait_for as conftest_wait_for
+
 STEM_COUNT = 4
 
 
@@ -47,12 +49,7 @@ async def receive_until(ws, pred, timeout=5.0):
 
 
 def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+    return conftest_wait_for(cond, timeout)   # this file's tests wait 5 s unless they say otherwise
 
 
 def test_the_page_and_the_websocket_need_the_token(web, sep):

@@ -5,24 +5,19 @@ import shutil
 import time
 
 import pytest
-from standins import IdentityModel
 
-import streamer
-from bridge import StemSeparator
 from bridge.mix.scenes import Scene
 from bridge.web.server import WebMixer
 
-from conftest import write_yaml
+from conftest import FOUR_STEMS, four_stem_separator
 
-STEMS = ("vocals", "drums", "bass", "other")
+STEMS = FOUR_STEMS
 TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture
 def sep(tmp_path):
-    config = streamer.load_config(write_yaml(tmp_path / "four.yaml", stems=STEMS, target=None,
-                                             extra_model={"num_stems": 4}, chunk_size=4410))
-    s = StemSeparator(IdentityModel(4), config, latency="low", buses=("main", "monitor"))
+    s = four_stem_separator(tmp_path)
     s.scenes = {"karaoke": Scene("karaoke", {"main": {"stems": {"vocals": {"mute": True}}}}), "full": Scene("full")}
     yield s
     s.engine.stop()
