@@ -1,21 +1,75 @@
-"""Running ``stemstream live`` against a test JACK server, talking to it over OSC, and reading what it
-recorded."""
+"""Running ``stemstream live`` against a test JACK server (a four-stem tiny model and a noise song to play,
+a pseudo-terminal for its terminal mixer), talking to it over OSC, and reading what it recorded."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
+import pty
 import socket
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 
 import numpy as np
 import soundfile as sf
 
-from conftest import REPO
+from conftest import FOUR_STEMS, REPO, write_yaml
 
 STEMSTREAM = [sys.executable, "-m", "bridge.cli"]
+
+
+RATE = 44100
+
+
+def tiny4_and_song(folder, seconds: float) -> tuple[pathlib.Path, pathlib.Path, np.ndarray]:
+    """What the live tests play: the tiny four-stem config (``--checkpoint random``) and ``seconds`` of noise
+    (stereo, 0.2 standard deviation, seed 0) written as float ``song.wav``; (config, song path, song)."""
+    folder = pathlib.Path(folder)
+    cfg = write_yaml(folder / "tiny4.yaml", stems=FOUR_STEMS, target=None, extra_model={"num_stems": 4})
+    song = (0.2 * np.random.default_rng(0).standard_normal((int(seconds * RATE), 2))).astype(np.float32)
+    sf.write(folder / "song.wav", song, RATE, subtype="FLOAT")
+    return cfg, folder / "song.wav", song
+
+
+class Terminal:
+    """A pseudo-terminal of ``rows`` x ``cols`` for a live session's terminal mixer: give ``slave`` to the
+    process as its stdin, stdout and stderr, then :meth:`start` (our copy of ``slave`` is closed and what the
+    process draws is collected in ``screen``), :meth:`send` keys, and :meth:`close` at the end."""
+
+    def __init__(self, rows: int = 40, cols: int = 160):
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.screen = bytearray()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.screen.extend(chunk)
+
+    def start(self) -> None:
+        os.close(self.slave)
+        self._reader.start()
+
+    def send(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def text(self) -> str:
+        return self.screen.decode(errors="replace")
+
+    def close(self) -> None:
+        self._reader.join(5)
+        os.close(self.master)
 
 
 def free_port(kind=socket.SOCK_DGRAM) -> int:

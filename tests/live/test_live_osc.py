@@ -4,21 +4,15 @@ import socket
 import time
 
 import numpy as np
-import soundfile as sf
 from jack_helpers import JackServer, needs_jackd
-from live_helpers import delayed, free_port, osc_send, osc_status, read_take, start_live, wait_for_ports
-
-from conftest import write_yaml
+from live_helpers import delayed, free_port, osc_send, osc_status, read_take, start_live, tiny4_and_song, wait_for_ports
 
 RATE = 44100
-STEMS = ("vocals", "drums", "bass", "other")
 pytestmark = needs_jackd
 
 
 def test_a_mute_over_osc_reaches_the_recording_within_a_block_and_the_ramp(tmp_path):
-    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
-    song = (0.2 * np.random.default_rng(0).standard_normal((5 * RATE, 2))).astype(np.float32)
-    sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
+    cfg, _, _ = tiny4_and_song(tmp_path, 5)
     port = free_port()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

@@ -8,10 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
-import soundfile as sf
 from jack_helpers import JackServer, needs_jackd
+from live_helpers import tiny4_and_song
 from standins import IdentityModel
 
 import streamer
@@ -21,7 +20,6 @@ from bridge.live.surfaces import OSCSurface, Surfaces
 
 from conftest import REPO, write_yaml
 
-RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
 
 SCRIPT = textwrap.dedent('''
@@ -104,9 +102,7 @@ SCRIPT = textwrap.dedent('''
 
 @needs_jackd
 def test_surfaces_start_show_count_and_close_in_order(tmp_path):
-    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
-    song = (0.2 * np.random.default_rng(0).standard_normal((4 * RATE, 2))).astype(np.float32)
-    sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
+    cfg, _, _ = tiny4_and_song(tmp_path, 4)
     (tmp_path / "run.py").write_text(SCRIPT)
     with JackServer(log_dir=str(tmp_path)) as server:
         env = dict(server.env, PYTHONPATH=str(REPO))

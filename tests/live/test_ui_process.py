@@ -1,28 +1,21 @@
 """The terminal mixer in its own process: the control protocol, and a real run in a pseudo-terminal where a
 key press mutes the vocals of a live session."""
-import fcntl
 import math
 import multiprocessing as mp
-import os
-import pty
-import struct
 import subprocess
 import sys
-import termios
-import threading
 import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 from jack_helpers import JackServer, needs_jackd
-from live_helpers import delayed, read_take, wait_for_ports
+from live_helpers import Terminal, delayed, read_take, tiny4_and_song, wait_for_ports
 
 from bridge.live.status import LiveStatus
 from bridge.live.ui_process import _Mirror, _RemoteView, apply_controls, mixer_controls
 from bridge.mix.state import StemState
 from bridge.mix.mixer import StemMixer
-from conftest import REPO, write_yaml
+from conftest import REPO
 
 STEMS = ["vocals", "drums", "bass", "other"]
 RATE = 44100
@@ -73,45 +66,28 @@ def test_mirror_sends_changes_and_takes_the_parents_state_only_once_acknowledged
 
 @needs_jackd
 def test_a_key_press_in_the_terminal_mixer_mutes_the_vocals_of_a_live_session(tmp_path):
-    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
-    song = (0.2 * np.random.default_rng(0).standard_normal((5 * RATE, 2))).astype(np.float32)
-    sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    screen = bytearray()
-
-    def drain():
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            screen.extend(chunk)
-
+    cfg, song, _ = tiny4_and_song(tmp_path, 5)
+    term = Terminal()
     with JackServer(log_dir=str(tmp_path)) as server:
         env = dict(server.env, PYTHONPATH=str(REPO), TERM="xterm-256color")
         proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "live", "--config", str(cfg),
                                  "--checkpoint", "random", "--window", "0.5",
-                                 "--hop", "0.1", "--lookahead", "0.1", "--input-file", str(tmp_path / "song.wav"),
+                                 "--hop", "0.1", "--lookahead", "0.1", "--input-file", str(song),
                                  "--output", "system", "--seconds", "4", "--record", str(tmp_path / "take")],
-                                stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, start_new_session=True)
-        os.close(slave)
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
+                                stdin=term.slave, stdout=term.slave, stderr=term.slave, env=env, cwd=REPO,
+                                start_new_session=True)
+        term.start()
         try:
             wait_for_ports(server, "PortAudio:out", proc=proc)
             time.sleep(1.5)
-            assert b"vocals" in screen, "the mixer is on the screen"
-            os.write(master, b"1")                            # stem 1 (vocals): mute on the first bus
+            assert b"vocals" in term.screen, "the mixer is on the screen"
+            term.send(b"1")                                   # stem 1 (vocals): mute on the first bus
             proc.wait(60)
         finally:
             if proc.poll() is None:
                 proc.kill()
-            reader.join(5)
-            os.close(master)
-    text = screen.decode(errors="replace")
+            term.close()
+    text = term.text()
     assert proc.returncode == 0, text[-3000:]
     assert "stopped: seconds after" in text
     take = read_take(tmp_path / "take")

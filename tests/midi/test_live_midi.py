@@ -11,20 +11,17 @@ import numpy as np
 import soundfile as sf
 from midi_helpers import Controller, jack, needs_jackd, wait_for  # noqa: F401 - fixtures
 
-from conftest import REPO, write_yaml
+from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "live"))
-from live_helpers import STEMSTREAM, delayed, free_port, osc_status, start_live  # noqa: E402
+from live_helpers import STEMSTREAM, delayed, free_port, osc_status, start_live, tiny4_and_song  # noqa: E402
 
 RATE = 44100
-STEMS = ("vocals", "drums", "bass", "other")
 pytestmark = needs_jackd
 
 
 def test_a_mute_from_a_midi_controller_reaches_the_recording_within_a_block_and_the_ramp(jack, tmp_path):
-    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
-    song = (0.2 * np.random.default_rng(0).standard_normal((8 * RATE, 2))).astype(np.float32)
-    sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
+    cfg, _, _ = tiny4_and_song(tmp_path, 8)
     port = free_port()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))

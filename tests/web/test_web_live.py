@@ -11,14 +11,12 @@ import pytest
 import soundfile as sf
 from web_helpers import chrome, wait_until
 
-from conftest import write_yaml
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "live"))
 from jack_helpers import JackServer, needs_jackd  # noqa: E402
-from live_helpers import delayed, free_port, osc_status, read_take, start_live, wait_for_ports  # noqa: E402
+from live_helpers import (delayed, free_port, osc_status, read_take, start_live, tiny4_and_song,  # noqa: E402
+                          wait_for_ports)
 
 RATE = 44100
-STEMS = ("vocals", "drums", "bass", "other")
 TOKEN = "live-test-token-42"
 
 
@@ -56,9 +54,7 @@ def test_changes_made_in_the_browser_reach_the_recording(tmp_path):
     block after the message arrived (between two status answers) plus the mixer's ramp."""
     from bridge.mix.mixer import fader_to_db
 
-    cfg = write_yaml(tmp_path / "tiny4.yaml", stems=STEMS, target=None, extra_model={"num_stems": 4})
-    song = (0.2 * np.random.default_rng(0).standard_normal((8 * RATE, 2))).astype(np.float32)
-    sf.write(tmp_path / "song.wav", song, RATE, subtype="FLOAT")
+    cfg, _, _ = tiny4_and_song(tmp_path, 8)
     osc_port, web_port = free_port(), free_port(socket.SOCK_STREAM)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
