@@ -25,19 +25,15 @@ flooded runs can be compared with the quiet ones.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_live import REPO, Jack, machine, read_session, write_mix  # noqa: E402
-from bench_osc import Client, control_latencies, free_port, row  # noqa: E402
+from bench_live import REPO, Jack, read_session  # noqa: E402
+from bench_osc import Client, control_latencies, free_port, interleaved_runs, report_runs, save_runs  # noqa: E402
 
-RATE = 44100
 RIG = os.path.join(REPO, "configs", "rigs", "bench_live.yaml")
 
 
@@ -134,45 +130,20 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="bench_midi_") as tmp:
-        mix = write_mix(tmp)
-        for p in range(args.pairs):
-            for kind in ("quiet", "flooded"):
-                folder = os.path.join(tmp, f"{kind}{p}")
-                os.makedirs(folder)
-                jack = Jack(folder, playback=4, tag=f"{kind}{p}")
-                try:
-                    run = quiet_run(jack, folder, mix, args.seconds) if kind == "quiet" else \
-                        flooded_run(jack, folder, mix, args.seconds, args.rate, args.flood)
-                finally:
-                    jack.stop()
-                runs.append(run)
-                print(f"{kind} run {p + 1}: done", file=sys.stderr, flush=True)
-    info = machine()
-    print(f"machine: {info['cpus']} CPUs, {info['cpu_model']}, {info['memory_gb']} GB; {info['jackd']}")
-    print(f"command: stemstream live --rig configs/rigs/bench_live.yaml --input-file mix.wav --loop --output system "
-          f"--route monitor:3-4 --no-ui --seconds {args.seconds:g} --record take --osc PORT --midi benchctl\n")
-    print("| run (MIDI and OSC active) | deadline misses | xruns | callback median ms | callback p99 ms |")
-    print("|---|---|---|---|---|")
-    for run in runs:
-        print("| " + " | ".join(row(run)) + " |")
-    print()
-    lat = [v for r in runs if r["kind"] == "quiet" for v in r["latencies_ms"]]
-    if lat:
-        print(f"MIDI control-to-audio latency (CC sent -> first changed sample of the first bus), {len(lat)} events: "
-              f"min {min(lat):.1f} ms, median {statistics.median(lat):.1f} ms, max {max(lat):.1f} ms "
-              f"(block {1000 * 256 / RATE:.1f} ms; the mixer then ramps over 10 ms)")
+    runs = interleaved_runs("bench_midi_", args.pairs,
+                            lambda jack, folder, mix: quiet_run(jack, folder, mix, args.seconds),
+                            lambda jack, folder, mix: flooded_run(jack, folder, mix, args.seconds, args.rate,
+                                                                  args.flood))
+    info = report_runs(runs, "stemstream live --rig configs/rigs/bench_live.yaml --input-file mix.wav --loop --output "
+                             f"system --route monitor:3-4 --no-ui --seconds {args.seconds:g} --record take --osc PORT "
+                             "--midi benchctl", "run (MIDI and OSC active)", "MIDI control-to-audio latency (CC sent")
     for r in runs:
         if r["kind"] == "flooded":
             m = r["midi"]
             print(f"flood: sent {r['sent']} CC at {r['rate_sent']:.0f}/s for {args.flood:g} s; the surface saw "
                   f"{m.get('messages')} (applied {m.get('applied')}, pickup waiting {m.get('pickup_waiting')}), "
                   f"dropped in its queue {m.get('dropped')}, lost before it {r['sent'] - int(m.get('messages', 0)) - int(m.get('dropped', 0))}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": info, "runs": [{k: v for k, v in r.items() if k != "output"} for r in runs]},
-                      fh, indent=2, default=float)
+    save_runs(args.json, info, runs)
     return 0
 
 

@@ -198,6 +198,51 @@ def row(run: dict) -> list[str]:
             f"{c['callback_ms_p99']:.3f}"]
 
 
+def interleaved_runs(prefix: str, pairs: int, quiet, flooded) -> list[dict]:
+    """``pairs`` rounds of a quiet run then a flooded one, each on a fresh JACK server (4 playback ports) in a
+    folder of its own: ``quiet(jack, folder, mix)`` and ``flooded(jack, folder, mix)`` return the run."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        mix = write_mix(tmp)
+        for p in range(pairs):
+            for kind, run_one in (("quiet", quiet), ("flooded", flooded)):
+                folder = os.path.join(tmp, f"{kind}{p}")
+                os.makedirs(folder)
+                jack = Jack(folder, playback=4, tag=f"{kind}{p}")
+                try:
+                    runs.append(run_one(jack, folder, mix))
+                finally:
+                    jack.stop()
+                print(f"{kind} run {p + 1}: done", file=sys.stderr, flush=True)
+    return runs
+
+
+def report_runs(runs: list[dict], command: str, first_column: str, latency_what: str) -> dict:
+    """The machine, the command, the audio side of every run as a table and the quiet runs' control-to-audio
+    latency; returns the machine's facts."""
+    info = machine()
+    print(f"machine: {info['cpus']} CPUs, {info['cpu_model']}, {info['memory_gb']} GB; {info['jackd']}")
+    print(f"command: {command}\n")
+    print(f"| {first_column} | deadline misses | xruns | callback median ms | callback p99 ms |")
+    print("|---|---|---|---|---|")
+    for run in runs:
+        print("| " + " | ".join(row(run)) + " |")
+    print()
+    lat = [v for r in runs if r["kind"] == "quiet" for v in r["latencies_ms"]]
+    if lat:
+        print(f"{latency_what} -> first changed sample of the first bus), {len(lat)} events: "
+              f"min {min(lat):.1f} ms, median {statistics.median(lat):.1f} ms, max {max(lat):.1f} ms "
+              f"(block {1000 * 256 / RATE:.1f} ms; the mixer then ramps over 10 ms)")
+    return info
+
+
+def save_runs(path: str | None, info: dict, runs: list[dict]) -> None:
+    if path:
+        with open(path, "w") as fh:
+            json.dump({"machine": info, "runs": [{k: v for k, v in r.items() if k != "output"} for r in runs]},
+                      fh, indent=2, default=float)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -205,35 +250,12 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="bench_osc_") as tmp:
-        mix = write_mix(tmp)
-        for p in range(args.pairs):
-            for kind in ("quiet", "flooded"):
-                folder = os.path.join(tmp, f"{kind}{p}")
-                os.makedirs(folder)
-                jack = Jack(folder, playback=4, tag=f"{kind}{p}")
-                try:
-                    run = quiet_run(jack, folder, mix, args.seconds) if kind == "quiet" else \
-                        flooded_run(jack, folder, mix, args.seconds, args.rate)
-                finally:
-                    jack.stop()
-                runs.append(run)
-                print(f"{kind} run {p + 1}: done", file=sys.stderr, flush=True)
-    info = machine()
-    print(f"machine: {info['cpus']} CPUs, {info['cpu_model']}, {info['memory_gb']} GB; {info['jackd']}")
-    print(f"command: stemstream live --rig configs/rigs/bench_live.yaml --input-file mix.wav --loop --output system "
-          f"--route monitor:3-4 --no-ui --seconds {args.seconds:g} --record take --osc PORT\n")
-    print("| run | deadline misses | xruns | callback median ms | callback p99 ms |")
-    print("|---|---|---|---|---|")
-    for run in runs:
-        print("| " + " | ".join(row(run)) + " |")
-    print()
-    lat = [v for r in runs if r["kind"] == "quiet" for v in r["latencies_ms"]]
-    if lat:
-        print(f"control-to-audio latency (message sent -> first changed sample of the first bus), {len(lat)} events: "
-              f"min {min(lat):.1f} ms, median {statistics.median(lat):.1f} ms, max {max(lat):.1f} ms "
-              f"(block {1000 * 256 / RATE:.1f} ms; the mixer then ramps over 10 ms)")
+    runs = interleaved_runs("bench_osc_", args.pairs,
+                            lambda jack, folder, mix: quiet_run(jack, folder, mix, args.seconds),
+                            lambda jack, folder, mix: flooded_run(jack, folder, mix, args.seconds, args.rate))
+    info = report_runs(runs, "stemstream live --rig configs/rigs/bench_live.yaml --input-file mix.wav --loop --output "
+                             f"system --route monitor:3-4 --no-ui --seconds {args.seconds:g} --record take --osc PORT",
+                       "run", "control-to-audio latency (message sent")
     for r in runs:
         if r["kind"] == "quiet" and "rate_hz" in r["meters"]:
             m = r["meters"]
@@ -244,10 +266,7 @@ def main() -> int:
         if r["kind"] == "flooded":
             print(f"flood: sent {r['sent']} at {r['rate_sent']:.0f}/s; applied {r['applied']}, dropped in the queue "
                   f"{r['dropped_queue']}, lost before the server {r['lost_before_server']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": info, "runs": [{k: v for k, v in r.items() if k != "output"} for r in runs]},
-                      fh, indent=2, default=float)
+    save_runs(args.json, info, runs)
     return 0
 
 

@@ -14,52 +14,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
-import socket
 import statistics
-import threading
+import sys
 import time
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_bench import free_port, throughput  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO = REPO / "streamer" / "assets" / "demo" / "demo_bs_roformer_64x2"
 TOKEN = "bench-token-0123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def throughput(url: str, clients: int, seconds: float) -> float:
-    """Windows per second with ``clients`` clients for ``seconds``."""
-    from streamer.remote.client import RemoteModel
-
-    models = [RemoteModel(url, TOKEN) for _ in range(clients)]
-    info = models[0].info
-    x = (0.1 * torch.randn(1, info.channels, info.window)).float()
-    for m in models:
-        m(x)   # warm
-    counts = [0] * clients
-    end = time.monotonic() + seconds
-
-    def run(i):
-        while time.monotonic() < end:
-            models[i](x)
-            counts[i] += 1
-
-    t = time.monotonic()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    elapsed = time.monotonic() - t
-    for m in models:
-        m.close()
-    return sum(counts) / elapsed
 
 
 def batch_sizes(port: int, app: str) -> dict:
@@ -102,7 +68,7 @@ def main() -> None:
             deadline = time.monotonic() + 300
             while True:
                 try:
-                    throughput(f"ws://127.0.0.1:{port}/{prefix}", 1, 0.1)
+                    throughput(f"ws://127.0.0.1:{port}/{prefix}", TOKEN, 1, 0.1)
                     break
                 except Exception:  # noqa: BLE001 - not up yet
                     if time.monotonic() > deadline:
@@ -113,7 +79,7 @@ def main() -> None:
             order = list(apps) if r % 2 == 0 else list(apps)[::-1]
             line = []
             for prefix in order:
-                wps = throughput(f"ws://127.0.0.1:{port}/{prefix}", args.clients, args.seconds)
+                wps = throughput(f"ws://127.0.0.1:{port}/{prefix}", TOKEN, args.clients, args.seconds)
                 results[prefix].append(wps)
                 line.append(f"max-batch {apps[prefix]}: {wps:.1f}")
             print(f"round {r + 1}: " + ", ".join(line) + " windows/s", flush=True)

@@ -47,12 +47,15 @@ def paced_round_trips(url: str, token: str, seconds: float, wire: str) -> tuple[
 
 
 def throughput(url: str, token: str, clients: int, seconds: float) -> float:
-    """Windows per second with ``clients`` file clients sending one window per request as fast as they can."""
+    """Windows per second with ``clients`` file clients sending one window per request as fast as they can
+    (each warmed with one window first; divided by the time the clients really ran)."""
     from streamer.remote.client import RemoteModel
 
     models = [RemoteModel(url, token) for _ in range(clients)]
     info = models[0].info
-    x = torch.zeros(1, info.channels, info.window)
+    x = (0.1 * torch.randn(1, info.channels, info.window)).float()
+    for m in models:
+        m(x)   # warm
     counts = [0] * clients
     end = time.monotonic() + seconds
 
@@ -61,14 +64,16 @@ def throughput(url: str, token: str, clients: int, seconds: float) -> float:
             models[i](x)
             counts[i] += 1
 
+    start = time.monotonic()
     threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    elapsed = time.monotonic() - start
     for m in models:
         m.close()
-    return sum(counts) / seconds
+    return sum(counts) / elapsed
 
 
 def main() -> None:

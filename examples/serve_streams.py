@@ -13,19 +13,17 @@ idle machine: the streams' clients share this machine with the service.
 from __future__ import annotations
 
 import argparse
-import socket
+import os
+import sys
 import threading
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_bench import free_port  # noqa: E402
+
 BLOCK = 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_streams(url: str, token: str, count: int, seconds: float, hop: float | None = None) -> list[dict]:
