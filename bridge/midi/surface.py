@@ -5,10 +5,9 @@
 its own, none on the audio path (the MIDI backend's own thread, JACK's process thread on JACK, only queues
 what arrives in RtMidi's bounded queue and never waits for Python; see :mod:`bridge.midi.ports`):
 
-* the **read** thread polls the input (every 2 ms while the controller is played, every 10 ms after a
-  second of quiet), stamps each message with the time it arrived and appends it to a bounded queue; a full
-  queue drops it and counts it (``dropped``), so a flood of thousands of messages a second costs the audio
-  nothing and cannot grow memory;
+* the **read** thread polls the input every 2 ms, stamps each message with the time it arrived and
+  appends it to a bounded queue; a full queue drops it and counts it (``dropped``), so a flood of
+  thousands of messages a second costs the audio nothing and cannot grow memory;
 * the **apply** thread takes them in order through the :class:`~bridge.midi.interpret.Interpreter`, which
   acts through ``model.set`` (the mixer picks a change up at its next block and ramps);
 * the **feedback** thread is woken by the model's change listener (any change, from any surface, a
@@ -41,9 +40,7 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 1024          # messages waiting for the apply thread; more are dropped and counted
 FEEDBACK_HZ = 30.0         # at most this many feedback messages a second per control
 POLL_SECONDS = 1.0         # how often the watch thread lists the ports
-READ_SECONDS = 0.002       # how often the read thread polls the input while the controller is played,
-READ_IDLE_SECONDS = 0.01  # and after READ_IDLE_AFTER s without a message
-READ_IDLE_AFTER = 1.0
+READ_SECONDS = 0.002       # how often the read thread polls the input
 READ_BATCH = 256           # messages taken from the backend at one poll at most
 COALESCE_SECONDS = 0.005   # the feedback thread looks at the state at most this often
 
@@ -197,15 +194,12 @@ class MidiSurface:
 
     # ------------------------------------------------------------------ input
     def _read_loop(self) -> None:
-        last = 0.0
         while not self._stop.is_set():
             with self._in_lock:
                 got = ports.read(self.midi_in, READ_BATCH) if self.midi_in is not None else []
-            now = time.monotonic()
             if got:
-                last = now
-                self._take(got, now)
-            self._stop.wait(READ_SECONDS if now - last < READ_IDLE_AFTER else READ_IDLE_SECONDS)
+                self._take(got, time.monotonic())
+            self._stop.wait(READ_SECONDS)
 
     def _take(self, got: list, now: float) -> None:
         """Queue (bounded) what one poll read, each stamped with its arrival (the last one's is ``now``; the
