@@ -447,10 +447,9 @@ class Check:
         cfg = loaded.config
         result: dict = {"model": name, "precision": precision, "hop_s": hop, "windows": {}}
         for window_s in self.plan.serve_windows:
-            n = int(round(window_s * cfg.sample_rate))
-            one = self.clip(window_s, cfg.sample_rate, cfg.channels)[:, :n]
+            one = self.clip(window_s, cfg.sample_rate, cfg.channels)
             rows: list[dict] = []
-            result["windows"][f"{window_s:g}"] = {"rows": rows}
+            entry = result["windows"][f"{window_s:g}"] = {"rows": rows, **serving_capacity(rows, hop)}
             last_s = 0.0
             for batch in self.plan.serve_batches:
                 guess = (self.plan.serve_reps + 2) * last_s * 2.2 + 2.0   # the next batch about doubles
@@ -472,7 +471,7 @@ class Check:
                 if self.device.type == "cuda":
                     row["peak_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 2)
                 rows.append(row)
-                result["windows"][f"{window_s:g}"] = {"rows": rows, **serving_capacity(rows, hop)}
+                entry.update(serving_capacity(rows, hop))
                 self.save("serving", result)
                 self.say(f"serving {name} {window_s:g} s window, batch {batch}: {row}")
                 if streams_per_batch(batch, 1e3 * last_s, hop) is None:
