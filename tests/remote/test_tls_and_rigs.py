@@ -159,6 +159,8 @@ def test_tls_files_are_checked_before_ray_starts(model, pki, capsys, tmp_path, m
     assert main(base + ["--tls-cert", str(pki["cert"]), "--tls-key", str(enc), "--tls-key-password-env",
                         PASSPHRASE_ENV]) == 1
     assert _one_error(capsys) == f"error: --tls-key-password-env {PASSPHRASE_ENV}: no such environment variable"
+    assert main(base + ["--tls-key-password-env", PASSPHRASE_ENV]) == 1
+    assert _one_error(capsys) == "error: --tls-key-password-env goes with --tls-key (the encrypted key it opens)"
     assert "ray" not in sys.modules or not __import__("ray").is_initialized()
 
 
